@@ -1,0 +1,142 @@
+package localcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// FieldManager is the server-side apply field manager of Apply.
+const FieldManager = "relaytls-localcluster"
+
+// Apply server-side applies every object of the given multi-document YAML
+// (or JSON) manifests as cluster-admin, in order, taking ownership of
+// conflicting fields. CustomResourceDefinitions are waited for until they are
+// established, so later documents may use them. Empty documents are skipped.
+func (c *Cluster) Apply(ctx context.Context, manifests ...[]byte) error {
+	for i, manifest := range manifests {
+		objs, err := decodeManifest(manifest)
+		if err != nil {
+			return fmt.Errorf("manifest %d: %w", i+1, err)
+		}
+		for _, obj := range objs {
+			if err := c.applyObject(ctx, obj); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ApplyFiles applies the manifests in the given files, like Apply. A
+// directory stands for its *.yaml, *.yml and *.json files, in name order (not
+// recursive).
+func (c *Cluster) ApplyFiles(ctx context.Context, paths ...string) error {
+	for _, path := range paths {
+		files := []string{path}
+		if isDir(path) {
+			files = nil
+			entries, err := os.ReadDir(path)
+			if err != nil {
+				return err
+			}
+			for _, e := range entries {
+				switch filepath.Ext(e.Name()) {
+				case ".yaml", ".yml", ".json":
+					if !e.IsDir() {
+						files = append(files, filepath.Join(path, e.Name()))
+					}
+				}
+			}
+		}
+		for _, file := range files {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return fmt.Errorf("reading manifests: %w", err)
+			}
+			if err := c.Apply(ctx, data); err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+		}
+	}
+	return nil
+}
+
+func decodeManifest(manifest []byte) ([]*unstructured.Unstructured, error) {
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
+	var objs []*unstructured.Unstructured
+	for doc := 1; ; doc++ {
+		obj := &unstructured.Unstructured{}
+		err := decoder.Decode(&obj.Object)
+		if errors.Is(err, io.EOF) {
+			return objs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", doc, err)
+		}
+		if len(obj.Object) == 0 {
+			continue
+		}
+		if obj.GetAPIVersion() == "" || obj.GetKind() == "" {
+			return nil, fmt.Errorf("document %d (%q) has no apiVersion or kind", doc, obj.GetName())
+		}
+		objs = append(objs, obj)
+	}
+}
+
+func (c *Cluster) applyObject(ctx context.Context, obj *unstructured.Unstructured) error {
+	desc := fmt.Sprintf("%s %s", obj.GetKind(), obj.GetName())
+	if ns := obj.GetNamespace(); ns != "" {
+		desc = fmt.Sprintf("%s %s/%s", obj.GetKind(), ns, obj.GetName())
+	}
+	// A kind whose CRD was just established may take a moment to reach the
+	// client's REST mapper; retry "no match" errors briefly.
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := c.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldManager), client.ForceOwnership)
+		if meta.IsNoMatchError(err) {
+			return false, nil
+		}
+		return true, err
+	})
+	if err != nil {
+		return fmt.Errorf("applying %s: %w", desc, err)
+	}
+	if obj.GetKind() == "CustomResourceDefinition" && strings.HasPrefix(obj.GetAPIVersion(), "apiextensions.k8s.io/") {
+		if err := c.waitCRDEstablished(ctx, obj.GetName()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) waitCRDEstablished(ctx context.Context, name string) error {
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
+			return false, err
+		}
+		for _, cond := range crd.Status.Conditions {
+			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for CRD %s to be established: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,31 @@
+// Package localcluster starts a real, local Kubernetes control plane with a
+// real cert-manager for relaytls's integration and end-to-end tests.
+//
+// A [Cluster] is a kube-apiserver and etcd started by controller-runtime's
+// envtest from locally built binaries (see [Options.BinaryDir]; `make
+// kube-binaries` builds them), with cert-manager's CRDs and any extra CRD
+// directories installed, cert-manager's own controllers (certificates,
+// certificaterequests approver/CA/SelfSigned, issuers, clusterissuers) running
+// in-process with cert-manager's production defaults, and cert-manager's own
+// admission webhook serving in-process and registered with the API server, so
+// CertificateRequest specs are immutable, spec.username is set by the API
+// server's view of the caller, and approvals are checked by
+// SubjectAccessReview, as in a real cluster.
+//
+// Nothing but the test itself runs as cluster-admin: cert-manager's controller
+// runs as system:serviceaccount:cert-manager:cert-manager and its webhook as
+// system:serviceaccount:cert-manager:cert-manager-webhook, bound to a
+// stand-in for the RBAC of cert-manager's Helm chart (rbac/cert-manager.yaml).
+// That RBAC lets the approver approve cert-manager's own signers only, so an
+// external issuer's approval ClusterRole (which relaytls ships in deploy/) is
+// really exercised. Components under test get their own identities from
+// [Cluster.AddUser] and [Cluster.AddServiceAccount] and run with the RBAC that
+// the test applies with [Cluster.Apply] or [Cluster.ApplyFiles].
+//
+// Several clusters can run in one test process (relaytls's cross-cluster tests
+// use a management and a workload cluster); each has its own API server,
+// controllers, webhook and temporary directory.
+//
+// There is no kubelet: nothing runs in pods. Components run as goroutines or
+// processes with the kubeconfig of their identity.
+package localcluster

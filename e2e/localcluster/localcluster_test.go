@@ -1,0 +1,415 @@
+package localcluster_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+
+	"github.com/relaytls/relaytls/e2e/localcluster"
+)
+
+// waitTimeout bounds every wait for cert-manager to act.
+const waitTimeout = 30 * time.Second
+
+// TestCluster exercises one cluster: issuance through cert-manager's real
+// controllers, its webhook, and approval under per-identity RBAC.
+func TestCluster(t *testing.T) {
+	c := localcluster.Start(t, localcluster.Options{Name: "single"})
+	ctx := t.Context()
+	ns := must(c.NewNamespace(ctx, "issue-"))(t)
+
+	t.Run("CA chain from a SelfSigned issuer", func(t *testing.T) {
+		createSelfSignedCA(t, c, ns, "root")
+		apply(t, c, fmt.Sprintf(`
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: ca, namespace: %[1]s}
+spec:
+  ca: {secretName: root}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: leaf, namespace: %[1]s}
+spec:
+  secretName: leaf
+  dnsNames: [leaf.example.com]
+  usages: [client auth]
+  privateKey: {algorithm: ECDSA, size: 256}
+  issuerRef: {name: ca, kind: Issuer}
+`, ns))
+		waitCertificateReady(t, c, ns, "leaf")
+
+		leafSecret := getSecret(t, c, ns, "leaf")
+		leaf := parseCert(t, leafSecret.Data[corev1.TLSCertKey])
+		roots := x509.NewCertPool()
+		roots.AddCert(parseCert(t, getSecret(t, c, ns, "root").Data[corev1.TLSCertKey]))
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: "leaf.example.com", KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Fatalf("leaf does not verify against the root: %v", err)
+		}
+		if got := string(leafSecret.Data["ca.crt"]); got != string(getSecret(t, c, ns, "root").Data[corev1.TLSCertKey]) {
+			t.Errorf("leaf Secret's ca.crt is not the root certificate")
+		}
+	})
+
+	// alice may create and update CertificateRequests and their status in ns
+	// but approve no signer.
+	apply(t, c, fmt.Sprintf(`
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: requester, namespace: %[1]s}
+rules:
+- apiGroups: [cert-manager.io]
+  resources: [certificaterequests, certificaterequests/status]
+  verbs: [create, get, list, watch, update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice, namespace: %[1]s}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: requester}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+`, ns))
+	aliceConfig, aliceKubeconfig := must2(c.AddUser("alice", "requesters"))(t)
+	if aliceKubeconfig == "" {
+		t.Fatal("AddUser returned no kubeconfig path")
+	}
+	alice := newClient(t, c, aliceConfig)
+
+	t.Run("webhook sets spec.username and keeps the spec immutable", func(t *testing.T) {
+		cr := newRequest(t, ns, "alice-request", cmmeta.IssuerReference{Name: "ca", Kind: "Issuer", Group: "cert-manager.io"})
+		if err := alice.Create(ctx, cr); err != nil {
+			t.Fatalf("alice cannot create a CertificateRequest: %v", err)
+		}
+		if cr.Spec.Username != "alice" {
+			t.Errorf("spec.username = %q, want alice (set by the mutating webhook)", cr.Spec.Username)
+		}
+		if !contains(cr.Spec.Groups, "requesters") {
+			t.Errorf("spec.groups = %v, want it to include requesters", cr.Spec.Groups)
+		}
+
+		cr.Spec.IsCA = true
+		err := c.Client.Update(ctx, cr)
+		if err == nil || !strings.Contains(err.Error(), "webhook.cert-manager.io") {
+			t.Fatalf("changing a CertificateRequest's spec as cluster-admin: got %v, want a denial by cert-manager's webhook", err)
+		}
+		t.Logf("spec change refused as expected: %v", err)
+	})
+
+	t.Run("approval needs approve on the signer", func(t *testing.T) {
+		// A stand-in for relaytls's RelayIssuer CRD: the webhook resolves the
+		// issuer kind through discovery to build the signer name.
+		apply(t, c, `
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: relayissuers.relaytls.io}
+spec:
+  group: relaytls.io
+  scope: Namespaced
+  names: {kind: RelayIssuer, plural: relayissuers, singular: relayissuer, listKind: RelayIssuerList}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+`)
+		relayRef := cmmeta.IssuerReference{Name: "relay", Kind: "RelayIssuer", Group: "relaytls.io"}
+		before := newRequest(t, ns, "relay-before-grant", relayRef)
+		if err := alice.Create(ctx, before); err != nil {
+			t.Fatal(err)
+		}
+
+		// alice has update on certificaterequests/status but no approve.
+		err := approve(ctx, alice, before, false)
+		wantDenied(t, "alice", err)
+
+		// cert-manager's own identity, with the stand-in for its chart's
+		// RBAC, may approve cert-manager.io signers only.
+		cmConfig, _ := must2(c.AddServiceAccount(localcluster.CertManagerNamespace, localcluster.CertManagerServiceAccount))(t)
+		certManager := newClient(t, c, cmConfig)
+		wantDenied(t, "cert-manager without relaytls's ClusterRole", approve(ctx, certManager, before, true))
+
+		// The ClusterRole relaytls ships (deploy/rbac) for cert-manager's
+		// approver, here inline.
+		apply(t, c, `
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: relaytls-approver}
+rules:
+- apiGroups: [cert-manager.io]
+  resources: [signers]
+  verbs: [approve]
+  resourceNames: ["relayissuers.relaytls.io/*", "relayclusterissuers.relaytls.io/*"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: relaytls-approver}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: relaytls-approver}
+subjects:
+- {kind: ServiceAccount, namespace: cert-manager, name: cert-manager}
+`)
+		// The webhook caches authorization answers for a second; wait until
+		// it allows the approval (dry run), then let the real approver act.
+		waitFor(t, "cert-manager's identity to be allowed to approve relay requests", func(ctx context.Context) (bool, error) {
+			return approve(ctx, certManager, before, true) == nil, nil
+		})
+		after := newRequest(t, ns, "relay-after-grant", relayRef)
+		if err := alice.Create(ctx, after); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "cert-manager's approver to approve the relay request", func(ctx context.Context) (bool, error) {
+			if err := c.Client.Get(ctx, client.ObjectKeyFromObject(after), after); err != nil {
+				return false, err
+			}
+			return condition(after, cmapi.CertificateRequestConditionApproved) == cmmeta.ConditionTrue, nil
+		})
+		if alice := cmapiCondition(after, cmapi.CertificateRequestConditionApproved); alice.Reason != "cert-manager.io" {
+			t.Errorf("Approved reason = %q, want cert-manager.io (the approver's)", alice.Reason)
+		}
+	})
+}
+
+// TestTwoClusters starts two clusters in one process, as cross-cluster tests
+// do, and issues a certificate in each at the same time.
+func TestTwoClusters(t *testing.T) {
+	management := localcluster.Start(t, localcluster.Options{Name: "management"})
+	workload := localcluster.Start(t, localcluster.Options{Name: "workload"})
+	if management.Config.Host == workload.Config.Host {
+		t.Fatalf("both clusters serve at %s", management.Config.Host)
+	}
+	var wg sync.WaitGroup
+	for _, c := range []*localcluster.Cluster{management, workload} {
+		ns := must(c.NewNamespace(t.Context(), "two-"))(t)
+		wg.Go(func() {
+			t.Run(c.Name, func(t *testing.T) {
+				createSelfSignedCA(t, c, ns, c.Name+"-root")
+				cert := parseCert(t, getSecret(t, c, ns, c.Name+"-root").Data[corev1.TLSCertKey])
+				if cert.Subject.CommonName != c.Name+"-root" {
+					t.Errorf("CN = %q, want %s-root", cert.Subject.CommonName, c.Name)
+				}
+			})
+		})
+	}
+	wg.Wait()
+	// Each cluster holds only its own Certificate.
+	var certs cmapi.CertificateList
+	if err := workload.Client.List(t.Context(), &certs); err != nil {
+		t.Fatal(err)
+	}
+	if len(certs.Items) != 1 || certs.Items[0].Name != "workload-root" {
+		t.Errorf("workload cluster has Certificates %v, want only workload-root", names(certs.Items))
+	}
+}
+
+// TestMissingBinariesFail runs this test binary again with an empty binary
+// directory: the cluster test must fail (not skip) and say what to do.
+func TestMissingBinariesFail(t *testing.T) {
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestTwoClusters$", "-test.v")
+	cmd.Env = append(os.Environ(), localcluster.BinaryDirEnv+"="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("the test binary did not fail without kube binaries (err %v):\n%s", err, out)
+	}
+	for _, want := range []string{"--- FAIL: TestTwoClusters", "make kube-binaries"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "--- SKIP") {
+		t.Errorf("a test skipped instead of failing:\n%s", out)
+	}
+}
+
+func createSelfSignedCA(t *testing.T, c *localcluster.Cluster, ns, name string) {
+	t.Helper()
+	apply(t, c, fmt.Sprintf(`
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: selfsigned, namespace: %[1]s}
+spec:
+  selfSigned: {}
+---
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  isCA: true
+  commonName: %[2]s
+  secretName: %[2]s
+  privateKey: {algorithm: ECDSA, size: 256}
+  issuerRef: {name: selfsigned, kind: Issuer}
+`, ns, name))
+	waitCertificateReady(t, c, ns, name)
+}
+
+func waitCertificateReady(t *testing.T, c *localcluster.Cluster, ns, name string) {
+	t.Helper()
+	cert := &cmapi.Certificate{}
+	waitFor(t, fmt.Sprintf("Certificate %s/%s to be Ready in %s", ns, name, c.Name), func(ctx context.Context) (bool, error) {
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, cert); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		for _, cond := range cert.Status.Conditions {
+			if cond.Type == cmapi.CertificateConditionReady && cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == cert.Generation {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// waitFor polls cond until it holds, fails t after waitTimeout and shows the
+// last error.
+func waitFor(t *testing.T, what string, cond func(context.Context) (bool, error)) {
+	t.Helper()
+	begin := time.Now()
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, waitTimeout, true, cond)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+	t.Logf("%s: %s", what, time.Since(begin).Round(time.Millisecond))
+}
+
+// approve sets the Approved condition on cr as cl, optionally as a dry run.
+func approve(ctx context.Context, cl client.Client, cr *cmapi.CertificateRequest, dryRun bool) error {
+	cr = cr.DeepCopy()
+	cr.Status.Conditions = append(cr.Status.Conditions, cmapi.CertificateRequestCondition{
+		Type: cmapi.CertificateRequestConditionApproved, Status: cmmeta.ConditionTrue,
+		Reason: "Test", Message: "approved by the test", LastTransitionTime: new(metav1.Now()),
+	})
+	opts := &client.SubResourceUpdateOptions{}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	return cl.Status().Update(ctx, cr, opts)
+}
+
+func wantDenied(t *testing.T, who string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s approved a relay request, want a denial", who)
+	}
+	if !apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "does not have permissions to set approved/denied conditions") {
+		t.Fatalf("%s: got %v, want the webhook's approval denial", who, err)
+	}
+	t.Logf("%s: denied as expected: %v", who, err)
+}
+
+func newRequest(t *testing.T, ns, name string, ref cmmeta.IssuerReference) *cmapi.CertificateRequest {
+	t.Helper()
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
+	der := must(x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+	}, key))(t)
+	return &cmapi.CertificateRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: cmapi.CertificateRequestSpec{
+			Request:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			IssuerRef: ref,
+			Usages:    []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageClientAuth},
+		},
+	}
+}
+
+func condition(cr *cmapi.CertificateRequest, typ cmapi.CertificateRequestConditionType) cmmeta.ConditionStatus {
+	return cmapiCondition(cr, typ).Status
+}
+
+func cmapiCondition(cr *cmapi.CertificateRequest, typ cmapi.CertificateRequestConditionType) cmapi.CertificateRequestCondition {
+	for _, cond := range cr.Status.Conditions {
+		if cond.Type == typ {
+			return cond
+		}
+	}
+	return cmapi.CertificateRequestCondition{}
+}
+
+func apply(t *testing.T, c *localcluster.Cluster, manifest string) {
+	t.Helper()
+	if err := c.Apply(t.Context(), []byte(manifest)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newClient(t *testing.T, c *localcluster.Cluster, cfg *rest.Config) client.Client {
+	t.Helper()
+	return must(client.New(cfg, client.Options{Scheme: c.Scheme}))(t)
+}
+
+func getSecret(t *testing.T, c *localcluster.Cluster, ns, name string) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{}
+	if err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func parseCert(t *testing.T, pemData []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(pemData)
+	if block == nil {
+		t.Fatal("no PEM certificate")
+	}
+	return must(x509.ParseCertificate(block.Bytes))(t)
+}
+
+func names(certs []cmapi.Certificate) []string {
+	var out []string
+	for _, c := range certs {
+		out = append(out, c.Namespace+"/"+c.Name)
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func must[T any](v T, err error) func(*testing.T) T {
+	return func(t *testing.T) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func must2[A, B any](a A, b B, err error) func(*testing.T) (A, B) {
+	return func(t *testing.T) (A, B) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, b
+	}
+}
