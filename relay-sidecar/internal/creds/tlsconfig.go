@@ -49,6 +49,7 @@ func ServerTLS(r *Reloader, requireClient bool, o TLSOptions) *tls.Config {
 	// Every handshake is a full one, so a rotated certificate or bundle is
 	// always used and checked.
 	c.SessionTicketsDisabled = true
+	c.NextProtos = []string{"h2"}
 	c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		g := r.Current()
 		if g.Cert == nil {
@@ -88,4 +89,3 @@ func ClientTLS(r *Reloader, serverName string, withCert bool, o TLSOptions) *tls
 	}
 	return c
 }
-

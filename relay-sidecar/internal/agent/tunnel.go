@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
+)
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// handle carries one local connection as a tunnel.
+func (a *Agent) handle(local net.Conn) {
+	defer local.Close()
+	rc := a.pick()
+	defer a.release(rc)
+
+	ctx, cancel := context.WithCancel(a.ctx)
+	defer cancel()
+	openTimer := time.AfterFunc(a.cfg.OpenTimeout, cancel)
+	stream, err := rc.cc.NewStream(ctx, &frame.TunnelStreamDesc, frame.TunnelMethod, grpc.WaitForReady(true))
+	if err == nil {
+		err = stream.SendMsg(&frame.Frame{Kind: frame.KindOpen})
+		if err != nil {
+			err = recvErr(stream, err)
+		}
+	}
+	var f frame.Frame
+	if err == nil {
+		err = stream.RecvMsg(&f)
+		if err == nil && f.Kind != frame.KindOpen {
+			err = errors.New("the server answered open with a " + f.Kind.String() + " frame")
+		}
+	}
+	if !openTimer.Stop() && err != nil && ctx.Err() != nil {
+		err = errors.New("timed out waiting for the relay to open the tunnel")
+	}
+	if err != nil {
+		a.cfg.Metrics.Tunnels.WithLabelValues("open_failed").Inc()
+		a.cfg.Log.Warn("tunnel refused", "conn", rc.id, "error", message(err))
+		return
+	}
+	a.cfg.Metrics.ActiveTunnels.Inc()
+	defer a.cfg.Metrics.ActiveTunnels.Dec()
+
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		buf := make([]byte, frame.MaxPayload)
+		for {
+			n, rerr := local.Read(buf)
+			if n > 0 {
+				if err := stream.SendMsg(&frame.Frame{Kind: frame.KindData, Payload: buf[:n]}); err != nil {
+					return
+				}
+			}
+			if errors.Is(rerr, io.EOF) {
+				_ = stream.CloseSend()
+				return
+			}
+			if rerr != nil {
+				cancel()
+				return
+			}
+		}
+	}()
+	var result string
+	for {
+		var f frame.Frame
+		err := stream.RecvMsg(&f)
+		if errors.Is(err, io.EOF) {
+			result = "ok"
+			break
+		}
+		if err != nil {
+			result = "broken"
+			if a.ctx.Err() == nil {
+				a.cfg.Log.Warn("tunnel ended by the relay", "conn", rc.id, "error", message(err))
+			}
+			break
+		}
+		switch f.Kind {
+		case frame.KindData:
+			if _, err := local.Write(f.Payload); err != nil {
+				result = "local_error"
+				cancel()
+			}
+		case frame.KindClose:
+			closeWrite(local)
+		}
+		if result != "" {
+			break
+		}
+	}
+	if result != "ok" {
+		cancel()
+		_ = local.Close()
+	}
+	<-upDone
+	a.cfg.Metrics.Tunnels.WithLabelValues(result).Inc()
+}
+
+func message(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Code().String() + ": " + s.Message()
+	}
+	return err.Error()
+}

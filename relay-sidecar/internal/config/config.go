@@ -1,0 +1,267 @@
+// Package config defines the relay-sidecar command-line flags and checks
+// them as a whole: required flags per role and mode, flags that only make
+// sense for the other role or another mode, and unsafe listen addresses.
+// Every refusal names the flags involved.
+package config
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+)
+
+// Config is the parsed command line.
+type Config struct {
+	Role string
+	Mode access.Mode
+
+	Listen       string
+	HealthListen string
+
+	// Server role.
+	Upstream           string
+	ProxyProtocol      bool
+	KeepaliveMinTime   time.Duration
+	ServerPingInterval time.Duration
+
+	// Agent role.
+	ServerAddr             string
+	ServerName             string
+	Cluster                string
+	AllowNonLoopbackListen bool
+	KeepaliveTime          time.Duration
+	KeepaliveTimeout       time.Duration
+	ReconnectMaxDelay      time.Duration
+
+	// Credentials.
+	CertDir     string
+	TrustBundle string
+	TokenFile   string
+	ReloadPoll  time.Duration
+	TLSMin      string
+
+	DrainTimeout time.Duration
+	LogLevel     string
+	LogFormat    string
+
+	set  map[string]bool
+	mode string
+}
+
+// Register defines the flags on fs.
+func Register(fs *flag.FlagSet) *Config {
+	c := &Config{}
+	fs.StringVar(&c.Role, "role", "", "server or agent (required)")
+	fs.StringVar(&c.mode, "mode", "", "insecure, tls or mtls (required, the same on both sides)")
+	fs.StringVar(&c.Listen, "listen", "", "server: relay listen address (host:port); agent: local listen address (host:port or unix:/path)")
+	fs.StringVar(&c.HealthListen, "health-listen", "127.0.0.1:9090", "address for /livez, /readyz and /metrics (must differ from --listen)")
+	fs.StringVar(&c.Upstream, "upstream", "", "server: the only address tunnels are forwarded to (host:port or unix:/path)")
+	fs.BoolVar(&c.ProxyProtocol, "proxy-protocol", false, "server: prepend a PROXY protocol v2 header naming the verified cluster")
+	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", 5*time.Second, "server: shortest ping interval agents may use (keep it at or below the agents' --keepalive-time)")
+	fs.DurationVar(&c.ServerPingInterval, "server-ping-interval", 30*time.Second, "server: ping idle agents this often")
+	fs.StringVar(&c.ServerAddr, "server-addr", "", "agent: server sidecar address (host:port)")
+	fs.StringVar(&c.ServerName, "server-name", "", "agent: name the server certificate must carry (default: host of --server-addr); server: name its own certificate must carry")
+	fs.StringVar(&c.Cluster, "cluster", "", "agent: this cluster's name (insecure and tls; in mtls the certificate's DNS SAN, which it must match if given)")
+	fs.BoolVar(&c.AllowNonLoopbackListen, "allow-non-loopback-listen", false, "agent: allow --listen on an address other than loopback")
+	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", 30*time.Second, "agent: ping the server after this much silence (minimum 10s)")
+	fs.DurationVar(&c.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "agent: drop the connection when a ping is not answered in this time")
+	fs.DurationVar(&c.ReconnectMaxDelay, "reconnect-max-delay", 30*time.Second, "agent: longest delay between reconnect attempts")
+	fs.StringVar(&c.CertDir, "cert-dir", "", "directory holding tls.crt and tls.key (a Secret mount)")
+	fs.StringVar(&c.TrustBundle, "trust-bundle", "", "PEM file of trusted CA certificates (e.g. a mounted ca.crt)")
+	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token (mode tls)")
+	fs.DurationVar(&c.ReloadPoll, "reload-poll-interval", 10*time.Second, "re-read the credentials this often besides watching them")
+	fs.StringVar(&c.TLSMin, "tls-min-version", "1.3", "1.3, or 1.2 (AEAD cipher suites only)")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, wait this long for tunnels to finish")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
+	return c
+}
+
+// Finish records which flags were set and validates the whole.
+func (c *Config) Finish(fs *flag.FlagSet) error {
+	c.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { c.set[f.Name] = true })
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return c.Validate()
+}
+
+// Set marks a flag as given (for configs built without a FlagSet).
+func (c *Config) Set(name string) {
+	if c.set == nil {
+		c.set = map[string]bool{}
+	}
+	c.set[name] = true
+}
+
+// SetMode sets --mode.
+func (c *Config) SetMode(m string) { c.mode = m; c.Set("mode") }
+
+// TLSVersion is the parsed --tls-min-version.
+func (c *Config) TLSVersion() uint16 {
+	if c.TLSMin == "1.2" {
+		return tls.VersionTLS12
+	}
+	return tls.VersionTLS13
+}
+
+var (
+	serverOnly = []string{"upstream", "proxy-protocol", "keepalive-min-time", "server-ping-interval"}
+	agentOnly  = []string{"server-addr", "cluster", "allow-non-loopback-listen", "keepalive-time", "keepalive-timeout", "reconnect-max-delay"}
+)
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	switch c.Role {
+	case "server", "agent":
+	case "":
+		return errors.New("--role is required (server or agent)")
+	default:
+		return fmt.Errorf("--role=%q is not server or agent", c.Role)
+	}
+	if c.mode == "" && c.Mode != "" {
+		c.mode = string(c.Mode)
+	}
+	if c.mode == "" {
+		return errors.New("--mode is required (insecure, tls or mtls) and must be the same on both sides")
+	}
+	m, err := access.ParseMode(c.mode)
+	if err != nil {
+		return err
+	}
+	c.Mode = m
+
+	other, otherRole := agentOnly, "agent"
+	if c.Role == "agent" {
+		other, otherRole = serverOnly, "server"
+	}
+	for _, f := range other {
+		if c.set[f] {
+			add("--%s is only for --role=%s and conflicts with --role=%s", f, otherRole, c.Role)
+		}
+	}
+	if c.Listen == "" {
+		add("--listen is required")
+	}
+	if c.HealthListen == "" {
+		add("--health-listen must not be empty")
+	} else if c.HealthListen == c.Listen {
+		add("--health-listen and --listen are both %s; the probes need their own address", c.Listen)
+	}
+	switch c.TLSMin {
+	case "1.3", "1.2":
+	default:
+		add("--tls-min-version=%q is not 1.3 or 1.2", c.TLSMin)
+	}
+	if c.ReloadPoll <= 0 {
+		add("--reload-poll-interval must be positive")
+	}
+	if c.DrainTimeout < 0 {
+		add("--drain-timeout must not be negative")
+	}
+
+	// Material per mode and role.
+	need := map[string]bool{}
+	switch {
+	case m == access.ModeTLS && c.Role == "server":
+		need = map[string]bool{"cert-dir": true, "token-file": true, "trust-bundle": false}
+	case m == access.ModeTLS && c.Role == "agent":
+		need = map[string]bool{"trust-bundle": true, "token-file": true}
+	case m == access.ModeMTLS:
+		need = map[string]bool{"cert-dir": true, "trust-bundle": true}
+	}
+	values := map[string]string{"cert-dir": c.CertDir, "trust-bundle": c.TrustBundle, "token-file": c.TokenFile}
+	for _, f := range []string{"cert-dir", "trust-bundle", "token-file"} {
+		required, allowed := need[f]
+		switch {
+		case !allowed && values[f] != "":
+			add("--%s conflicts with --mode=%s --role=%s, which does not use it", f, m, c.Role)
+		case required && values[f] == "":
+			add("--%s is required with --mode=%s --role=%s", f, m, c.Role)
+		}
+	}
+	if m == access.ModeInsecure && c.set["tls-min-version"] {
+		add("--tls-min-version conflicts with --mode=insecure")
+	}
+
+	if c.Role == "server" {
+		if c.Upstream == "" {
+			add("--upstream is required with --role=server")
+		} else if err := checkAddr(c.Upstream, true); err != nil {
+			add("--upstream: %v", err)
+		}
+		if c.KeepaliveMinTime <= 0 {
+			add("--keepalive-min-time must be positive")
+		}
+	} else {
+		if c.ServerAddr == "" {
+			add("--server-addr is required with --role=agent")
+		} else if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
+			add("--server-addr=%q: %v", c.ServerAddr, err)
+		} else if c.ServerName == "" && m != access.ModeInsecure {
+			c.ServerName, _, _ = net.SplitHostPort(c.ServerAddr)
+		}
+		if m == access.ModeInsecure && c.set["server-name"] {
+			add("--server-name conflicts with --mode=insecure")
+		}
+		if m != access.ModeMTLS || c.Cluster != "" {
+			if err := proof.ValidateCluster(c.Cluster); err != nil {
+				add("--cluster: %v", err)
+			}
+		}
+		if c.Listen != "" {
+			if err := checkAddr(c.Listen, true); err != nil {
+				add("--listen: %v", err)
+			} else if !c.AllowNonLoopbackListen && !isLoopbackOrUnix(c.Listen) {
+				add("--listen=%s is not a loopback address or unix socket; pass --allow-non-loopback-listen to expose local tunnels to the network", c.Listen)
+			}
+		}
+		if c.KeepaliveTime < 10*time.Second {
+			add("--keepalive-time=%s is below gRPC's 10s minimum", c.KeepaliveTime)
+		}
+		if c.KeepaliveTimeout <= 0 {
+			add("--keepalive-timeout must be positive")
+		}
+		if c.ReconnectMaxDelay <= 0 {
+			add("--reconnect-max-delay must be positive")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkAddr(a string, allowUnix bool) error {
+	if p, ok := strings.CutPrefix(a, "unix:"); ok {
+		if !allowUnix || p == "" {
+			return fmt.Errorf("%q: a unix socket needs a path", a)
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(a); err != nil {
+		return fmt.Errorf("%q: %v", a, err)
+	}
+	return nil
+}
+
+func isLoopbackOrUnix(a string) bool {
+	if strings.HasPrefix(a, "unix:") {
+		return true
+	}
+	host, _, _ := net.SplitHostPort(a)
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}

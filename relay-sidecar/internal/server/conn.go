@@ -1,0 +1,172 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/credentials"
+
+	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+)
+
+// ConnInfo is the AuthInfo of an accepted agent connection.
+type ConnInfo struct {
+	credentials.CommonAuthInfo
+	// TLS is the connection state (nil in insecure mode).
+	TLS *tls.ConnectionState
+	// Identity is the verified cluster of an mtls agent.
+	Identity   string
+	PeerSerial string
+	// NotAfter is the agent certificate's expiry (zero without one).
+	NotAfter time.Time
+	expired  chan struct{}
+}
+
+// AuthType names the transport.
+func (c *ConnInfo) AuthType() string {
+	if c.TLS == nil {
+		return "insecure"
+	}
+	return "tls"
+}
+
+// transportCreds wraps the TLS (or h2c) handshake to count and name
+// failures, attach a ConnInfo and arm the expiry close.
+type transportCreds struct {
+	s   *Server
+	tls *tls.Config // nil: insecure
+}
+
+var _ credentials.TransportCredentials = (*transportCreds)(nil)
+
+func (t *transportCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("the relay server credentials cannot dial")
+}
+
+func (t *transportCreds) Info() credentials.ProtocolInfo {
+	if t.tls == nil {
+		return credentials.ProtocolInfo{SecurityProtocol: "insecure"}
+	}
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.3"}
+}
+
+func (t *transportCreds) Clone() credentials.TransportCredentials { c := *t; return &c }
+
+func (t *transportCreds) OverrideServerName(string) error { return nil }
+
+func (t *transportCreds) fail(raw net.Conn, err error) error {
+	reason := access.ClassifyHandshake(err)
+	t.s.cfg.Metrics.Failures.WithLabelValues(reason).Inc()
+	t.s.cfg.Log.Warn("handshake refused", "reason", reason, "error", err.Error(), "remote", raw.RemoteAddr().String())
+	return err
+}
+
+func (t *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if t.tls == nil {
+		return t.plainHandshake(raw)
+	}
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := tls.Server(raw, t.tls.Clone())
+	if err := conn.Handshake(); err != nil {
+		raw.Close()
+		return nil, nil, t.fail(raw, err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	st := conn.ConnectionState()
+	info := &ConnInfo{
+		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
+		TLS:            &st,
+		expired:        make(chan struct{}),
+	}
+	hi := HandshakeInfo{Remote: raw.RemoteAddr()}
+	if g := t.s.cfg.Creds.Current(); g != nil {
+		hi.ServerSerial = g.Serial()
+	}
+	if len(st.PeerCertificates) > 0 {
+		leaf := st.PeerCertificates[0]
+		info.PeerSerial = leaf.SerialNumber.Text(16)
+		info.NotAfter = leaf.NotAfter
+		info.Identity, _ = access.IdentityOf(leaf)
+		hi.PeerSerial, hi.Identity = info.PeerSerial, info.Identity
+	}
+	tc := t.track(conn, info)
+	t.s.cfg.Log.Debug("agent connected", "remote", raw.RemoteAddr().String(), "identity", info.Identity,
+		"peer_serial", info.PeerSerial, "server_serial", hi.ServerSerial)
+	if t.s.cfg.OnHandshake != nil {
+		t.s.cfg.OnHandshake(hi)
+	}
+	return tc, info, nil
+}
+
+// plainHandshake is the h2c path. A TLS ClientHello here means the agent
+// runs a TLS mode against an insecure server: refused, never downgraded.
+func (t *transportCreds) plainHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	_ = raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(raw)
+	b, err := br.Peek(1)
+	if err != nil {
+		raw.Close()
+		return nil, nil, t.fail(raw, err)
+	}
+	_ = raw.SetReadDeadline(time.Time{})
+	if b[0] == 0x16 { // TLS handshake record
+		raw.Close()
+		return nil, nil, t.fail(raw, &access.Refusal{Reason: access.ReasonTLSOnInsecure,
+			Msg: "the agent started a TLS handshake but this server runs --mode=insecure; refusing instead of downgrading"})
+	}
+	info := &ConnInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, expired: make(chan struct{})}
+	if t.s.cfg.OnHandshake != nil {
+		t.s.cfg.OnHandshake(HandshakeInfo{Remote: raw.RemoteAddr()})
+	}
+	return t.track(&peekedConn{Conn: raw, r: br}, info), info, nil
+}
+
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// trackedConn counts the connection and closes it at the peer's expiry.
+type trackedConn struct {
+	net.Conn
+	once  sync.Once
+	timer *time.Timer
+	s     *Server
+}
+
+func (t *transportCreds) track(c net.Conn, info *ConnInfo) net.Conn {
+	s := t.s
+	s.cfg.Metrics.Handshakes.Inc()
+	s.cfg.Metrics.Connections.Inc()
+	tc := &trackedConn{Conn: c, s: s}
+	if !info.NotAfter.IsZero() {
+		grace := s.cfg.ExpiryGrace
+		wait := time.Until(info.NotAfter) - grace
+		tc.timer = time.AfterFunc(max(wait, 0), func() {
+			s.cfg.Metrics.Failures.WithLabelValues(access.ReasonPeerExpired).Inc()
+			s.cfg.Log.Warn("agent certificate expires; closing its connection",
+				"identity", info.Identity, "peer_serial", info.PeerSerial, "not_after", info.NotAfter.UTC().Format(time.RFC3339))
+			close(info.expired)
+			// Streams are told first; the connection goes at the expiry.
+			time.AfterFunc(min(grace, max(time.Until(info.NotAfter), 0)), func() { tc.Close() })
+		})
+	}
+	return tc
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.s.cfg.Metrics.Connections.Dec()
+	})
+	return c.Conn.Close()
+}
