@@ -1,0 +1,146 @@
+// Package app runs relay-issuer: it builds the controller manager (cache,
+// leader election, health and metrics endpoints) and starts the issuer
+// controllers on it. The binary's main only parses flags into Options.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/issuer/controller"
+	"github.com/relaytls/relaytls/issuer/signer"
+)
+
+// Options configure relay-issuer.
+type Options struct {
+	// Namespace is the namespace relay-issuer runs in. Its Secrets are
+	// readable and its leader election Lease lives there.
+	Namespace string
+	// ClusterResourceNamespace holds RelayClusterIssuer Secrets. Defaults to
+	// Namespace.
+	ClusterResourceNamespace string
+	// SecretNamespaces are further namespaces whose Secrets the issuer may
+	// read, for RelayIssuers outside Namespace. Each needs a Role granting it.
+	SecretNamespaces []string
+	// MetricsAddr and HealthAddr are listen addresses; "0" turns one off.
+	MetricsAddr string
+	HealthAddr  string
+	// LeaderElect turns leader election on.
+	LeaderElect bool
+	// LeaderElectionID names the Lease.
+	LeaderElectionID string
+	// MaxRetryDuration bounds how long a retryable signing error is retried.
+	MaxRetryDuration time.Duration
+	// Clock is the time source of the signer; nil is the real clock.
+	Clock clock.PassiveClock
+}
+
+// Validate checks the options and fills in defaults.
+func (o *Options) Validate() error {
+	if o.Namespace == "" {
+		return errors.New("--namespace is required (or set POD_NAMESPACE): relay-issuer reads Secrets and holds its leader election Lease there")
+	}
+	if o.ClusterResourceNamespace == "" {
+		o.ClusterResourceNamespace = o.Namespace
+	}
+	if o.LeaderElectionID == "" {
+		o.LeaderElectionID = "relay-issuer.relaytls.io"
+	}
+	if o.MaxRetryDuration <= 0 {
+		return fmt.Errorf("--max-retry-duration must be positive, got %s", o.MaxRetryDuration)
+	}
+	return nil
+}
+
+// NewScheme returns the scheme relay-issuer works with.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, cmapi.AddToScheme, relayv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Run starts relay-issuer and blocks until ctx ends or the manager fails.
+func Run(ctx context.Context, cfg *rest.Config, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	scheme, err := NewScheme()
+	if err != nil {
+		return fmt.Errorf("building the scheme: %w", err)
+	}
+	secretNamespaces := map[string]cache.Config{o.Namespace: {}, o.ClusterResourceNamespace: {}}
+	for _, ns := range o.SecretNamespaces {
+		secretNamespaces[ns] = cache.Config{}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.HealthAddr,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              o.LeaderElectionID,
+		LeaderElectionNamespace:       o.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{
+			// Secrets are cached only where the issuer may read them, which
+			// is also all its RBAC allows.
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Secret{}: {Namespaces: secretNamespaces},
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the controller manager: %w", err)
+	}
+	s := &signer.Signer{
+		Client:                   mgr.GetClient(),
+		ClusterResourceNamespace: o.ClusterResourceNamespace,
+		Clock:                    o.Clock,
+	}
+	if err := controller.Setup(ctx, mgr, s, o.MaxRetryDuration); err != nil {
+		return err
+	}
+	if o.HealthAddr != "0" && o.HealthAddr != "" {
+		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+			return fmt.Errorf("adding the health check: %w", err)
+		}
+		if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr)); err != nil {
+			return fmt.Errorf("adding the readiness check: %w", err)
+		}
+	}
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running the controller manager: %w", err)
+	}
+	return nil
+}
+
+// cacheSynced is ready once the manager's informers have synced.
+func cacheSynced(mgr ctrl.Manager) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("informer caches have not synced")
+		}
+		return nil
+	}
+}

@@ -1,0 +1,111 @@
+// Package controller wires the RelayIssuer signer into issuer-lib's
+// CombinedController and makes issuers follow their Secrets: a change to a
+// Secret an issuer names re-checks that issuer, so a fixed Secret makes it
+// Ready again without a restart.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
+	"github.com/cert-manager/issuer-lib/controllers"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/issuer/signer"
+)
+
+// FieldOwner is the server-side apply field manager of relay-issuer.
+const FieldOwner = "relaytls.io/relay-issuer"
+
+// The issuer's permissions, generated into deploy/rbac by `make manifests`.
+// Secrets are granted by a Role in the issuer's namespace only (below).
+//
+// +kubebuilder:rbac:groups=relaytls.io,resources=relayissuers;relayclusterissuers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=relaytls.io,resources=relayissuers/status;relayclusterissuers/status,verbs=patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create,namespace=relaytls-system
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=relaytls-system
+
+// Setup registers the issuer, CertificateRequest and Secret-following
+// controllers with the manager.
+func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, maxRetryDuration time.Duration) error {
+	c := &controllers.CombinedController{
+		IssuerTypes:        []issuerapi.Issuer{&relayv1.RelayIssuer{}},
+		ClusterIssuerTypes: []issuerapi.Issuer{&relayv1.RelayClusterIssuer{}},
+		FieldOwner:         FieldOwner,
+		MaxRetryDuration:   maxRetryDuration,
+		Check:              s.Check,
+		Sign:               s.Sign,
+		EventRecorder:      mgr.GetEventRecorder("relay-issuer"),
+		// ca.crt must be the root (SPEC section 5), so the CA field is set.
+		SetCAOnCertificateRequest:      true,
+		DisableKubernetesCSRController: true,
+		PreSetupWithManager: func(_ context.Context, gvk schema.GroupVersionKind, mgr ctrl.Manager, b *builder.Builder) error {
+			if gvk.Group != relayv1.GroupVersion.Group {
+				return nil // the CertificateRequest controller needs no Secret watch
+			}
+			b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(
+				issuersForSecret(mgr.GetClient(), gvk.Kind, s.ClusterResourceNamespace)))
+			return nil
+		},
+	}
+	if err := c.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("setting up the issuer controllers: %w", err)
+	}
+	return nil
+}
+
+// issuersForSecret maps a Secret to the issuers of one kind that name it.
+func issuersForSecret(c client.Reader, kind, clusterResourceNamespace string) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var items []relayv1.RelayIssuerObject
+		switch kind {
+		case "RelayIssuer":
+			var l relayv1.RelayIssuerList
+			if err := c.List(ctx, &l, client.InNamespace(obj.GetNamespace())); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "listing RelayIssuers for a Secret change")
+				return nil
+			}
+			for i := range l.Items {
+				items = append(items, &l.Items[i])
+			}
+		case "RelayClusterIssuer":
+			if obj.GetNamespace() != clusterResourceNamespace {
+				return nil
+			}
+			var l relayv1.RelayClusterIssuerList
+			if err := c.List(ctx, &l); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "listing RelayClusterIssuers for a Secret change")
+				return nil
+			}
+			for i := range l.Items {
+				items = append(items, &l.Items[i])
+			}
+		}
+		var out []reconcile.Request
+		for _, iss := range items {
+			if NamesSecret(iss.GetSpec(), obj.GetName()) {
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: iss.GetNamespace(), Name: iss.GetName()}})
+			}
+		}
+		return out
+	}
+}
+
+// NamesSecret reports whether an issuer spec refers to the named Secret.
+func NamesSecret(spec *relayv1.RelayIssuerSpec, name string) bool {
+	return slices.Contains(signer.SecretNames(spec), name)
+}

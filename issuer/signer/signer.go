@@ -1,0 +1,322 @@
+// Package signer is the CA-mode RelayIssuer: the Check and Sign functions that
+// issuer-lib calls. Sign enforces every rule of SPEC section 5 before it
+// signs; Check reports whether the issuer's Secrets are usable and creates
+// the token Secret when asked to.
+package signer
+
+import (
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
+	"github.com/cert-manager/issuer-lib/controllers/signer"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/issuer/policy"
+)
+
+// DefaultMaxDuration applies when an issuer's spec leaves maxDuration unset
+// (the CRD defaults it to the same value).
+const DefaultMaxDuration = 720 * time.Hour
+
+// ConditionInvalidRequest is cert-manager's condition type for a request that
+// will never be signed. A refusal sets it to True with the rule's reason.
+const ConditionInvalidRequest = cmapi.CertificateRequestConditionInvalidRequest
+
+// Signer signs for CA-mode RelayIssuers and RelayClusterIssuers.
+type Signer struct {
+	// Client reads Secrets (from the manager's cache) and creates the token
+	// Secret when an issuer asks for it.
+	Client client.Client
+	// ClusterResourceNamespace holds the Secrets of RelayClusterIssuers.
+	ClusterResourceNamespace string
+	// Clock is the time source for validity checks and certificate dates.
+	Clock clock.PassiveClock
+}
+
+// SecretNamespace is where an issuer's Secrets live.
+func SecretNamespace(iss issuerapi.Issuer, clusterResourceNamespace string) string {
+	if _, ok := iss.(*relayv1.RelayClusterIssuer); ok {
+		return clusterResourceNamespace
+	}
+	return iss.GetNamespace()
+}
+
+func (s *Signer) now() time.Time {
+	if s.Clock == nil {
+		return time.Now()
+	}
+	return s.Clock.Now()
+}
+
+func caSpec(iss issuerapi.Issuer) (*relayv1.CAIssuerSpec, error) {
+	obj, ok := iss.(relayv1.RelayIssuerObject)
+	if !ok {
+		return nil, signer.PermanentError{Err: fmt.Errorf("unexpected issuer type %T", iss)}
+	}
+	spec := obj.GetSpec()
+	if spec.CA == nil {
+		return nil, signer.PermanentError{Err: errors.New("spec.remote is not supported by this version of relay-issuer; use spec.ca")}
+	}
+	return spec.CA, nil
+}
+
+func (s *Signer) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	var sec corev1.Secret
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &sec); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("Secret %s/%s does not exist", namespace, name)
+		}
+		return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
+	}
+	return &sec, nil
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func tokenRef(ref *relayv1.TokenSecretRef) (name, key string) {
+	return orDefault(ref.Name, relayv1.DefaultTokenSecretName), orDefault(ref.Key, relayv1.DefaultTokenSecretKey)
+}
+
+// loadCA reads and checks the signing and root Secrets of an issuer.
+func (s *Signer) loadCA(ctx context.Context, ns string, spec *relayv1.CAIssuerSpec) (*CA, error) {
+	signing, err := s.getSecret(ctx, ns, orDefault(spec.SigningSecretName, relayv1.DefaultSigningSecretName))
+	if err != nil {
+		return nil, err
+	}
+	root, err := s.getSecret(ctx, ns, orDefault(spec.RootSecretName, relayv1.DefaultRootSecretName))
+	if err != nil {
+		return nil, err
+	}
+	return LoadCA(signing, root, s.now())
+}
+
+func (s *Signer) loadTokens(ctx context.Context, ns string, spec *relayv1.CAIssuerSpec) ([]proof.Token, error) {
+	name, key := tokenRef(spec.TokenSecretRef)
+	sec, err := s.getSecret(ctx, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	t, err := LoadToken(sec, key)
+	if err != nil {
+		return nil, err
+	}
+	return []proof.Token{t}, nil
+}
+
+// Check reports whether the issuer can sign: its signing and root Secrets are
+// usable and, when it requires proofs, its token Secret holds a token. With
+// generateToken it first creates a missing token Secret. Errors are
+// retryable: the issuer watches its Secrets and is checked again when one
+// changes.
+func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
+	spec, err := caSpec(iss)
+	if err != nil {
+		return err
+	}
+	ns := SecretNamespace(iss, s.ClusterResourceNamespace)
+	if spec.TokenSecretRef != nil && spec.GenerateToken {
+		if err := s.ensureToken(ctx, ns, spec.TokenSecretRef); err != nil {
+			return err
+		}
+	}
+	if _, err := s.loadCA(ctx, ns, spec); err != nil {
+		return err
+	}
+	if spec.TokenSecretRef != nil {
+		if _, err := s.loadTokens(ctx, ns, spec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureToken creates the token Secret when it does not exist. It never
+// updates an existing Secret: a lost race to create it is success.
+func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenSecretRef) error {
+	name, key := tokenRef(ref)
+	err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading Secret %s/%s: %w", ns, name, err)
+	}
+	tok, err := proof.GenerateToken()
+	if err != nil {
+		return err
+	}
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns,
+			Name:      name,
+			Labels:    map[string]string{"app.kubernetes.io/managed-by": "relay-issuer"},
+			Annotations: map[string]string{
+				"relaytls.io/generated": "true",
+			},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{key: tok},
+	}
+	if err := s.Client.Create(ctx, sec); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating the relay identity token Secret %s/%s: %w", ns, name, err)
+	}
+	return nil
+}
+
+// refused turns a policy refusal into a permanent failure that also sets the
+// request's InvalidRequest condition with the rule's reason.
+func refused(r *policy.Refusal) error {
+	return signer.PermanentError{Err: signer.SetCertificateRequestConditionError{
+		Err:           r,
+		ConditionType: ConditionInvalidRequest,
+		Status:        cmmeta.ConditionTrue,
+		Reason:        r.Reason,
+	}}
+}
+
+func asRefusal(err error) error {
+	var r *policy.Refusal
+	if errors.As(err, &r) {
+		return refused(r)
+	}
+	return err
+}
+
+// Sign signs a CertificateRequest after checking the identity proof and the
+// policy. A broken Secret is an IssuerError (the issuer turns not Ready and the
+// request waits); a refused request fails permanently with its reason.
+func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, iss issuerapi.Issuer) (signer.PEMBundle, error) {
+	spec, err := caSpec(iss)
+	if err != nil {
+		return signer.PEMBundle{}, err
+	}
+	ns := SecretNamespace(iss, s.ClusterResourceNamespace)
+
+	ca, err := s.loadCA(ctx, ns, spec)
+	if err != nil {
+		return signer.PEMBundle{}, signer.IssuerError{Err: err}
+	}
+	var tokens []proof.Token
+	if spec.TokenSecretRef != nil {
+		if tokens, err = s.loadTokens(ctx, ns, spec); err != nil {
+			return signer.PEMBundle{}, signer.IssuerError{Err: err}
+		}
+	}
+
+	details, err := cr.GetCertificateDetails()
+	if err != nil {
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the request's usages are invalid: %v", err)})
+	}
+	annotations := cr.GetAnnotations()
+	cluster := annotations[relayv1.ClusterAnnotation]
+	if err := policy.CheckCluster(cluster); err != nil {
+		return signer.PEMBundle{}, asRefusal(err)
+	}
+	block, _ := pem.Decode(details.CSR)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: "the request does not hold a PEM CERTIFICATE REQUEST"})
+	}
+	csr, err := policy.ParseCSR(block.Bytes)
+	if err != nil {
+		return signer.PEMBundle{}, asRefusal(err)
+	}
+	if spec.TokenSecretRef != nil {
+		if err := policy.CheckProof(tokens, cluster, block.Bytes, annotations[relayv1.IdentityProofAnnotation]); err != nil {
+			return signer.PEMBundle{}, asRefusal(err)
+		}
+	}
+	if err := policy.CheckRequest(policy.Request{
+		Cluster:     cluster,
+		CSR:         csr,
+		IsCA:        details.IsCA,
+		KeyUsage:    details.KeyUsage,
+		ExtKeyUsage: details.ExtKeyUsage,
+	}, spec.TrustDomain); err != nil {
+		return signer.PEMBundle{}, asRefusal(err)
+	}
+
+	return s.issue(csr, details, spec, ca)
+}
+
+func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateDetails, spec *relayv1.CAIssuerSpec, ca *CA) (signer.PEMBundle, error) {
+	maxDuration := DefaultMaxDuration
+	if spec.MaxDuration != nil && spec.MaxDuration.Duration > 0 {
+		maxDuration = spec.MaxDuration.Duration
+	}
+	duration := min(details.Duration, maxDuration)
+	now := s.now()
+	// The template is built from the checked fields alone; nothing of the CSR
+	// is copied that the policy did not look at.
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: csr.Subject.CommonName},
+		DNSNames:              csr.DNSNames,
+		URIs:                  csr.URIs,
+		PublicKey:             csr.PublicKey,
+		PublicKeyAlgorithm:    csr.PublicKeyAlgorithm,
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		NotBefore:             now,
+		NotAfter:              now.Add(duration),
+	}
+	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
+	}
+	// cert-manager's check that usages embedded in the CSR agree with the
+	// request's; it sets the template's usages to the request's.
+	if err := pki.CertificateTemplateValidateAndOverrideKeyUsages(details.KeyUsage, details.ExtKeyUsage)(csr, tmpl); err != nil {
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR does not agree with the request: %v", err)})
+	}
+	_, leaf, err := pki.SignCertificate(tmpl, ca.Cert, csr.PublicKey, ca.Key)
+	if err != nil {
+		return signer.PEMBundle{}, fmt.Errorf("signing the certificate: %w", err)
+	}
+	chainPEM, err := pki.EncodeX509Chain(append([]*x509.Certificate{leaf}, ca.Chain...))
+	if err != nil {
+		return signer.PEMBundle{}, fmt.Errorf("encoding the certificate chain: %w", err)
+	}
+	return signer.PEMBundle{ChainPEM: chainPEM, CAPEM: ca.RootPEM}, nil
+}
+
+// SecretNames lists the Secrets an issuer spec refers to, defaults applied.
+func SecretNames(spec *relayv1.RelayIssuerSpec) []string {
+	switch {
+	case spec.CA != nil:
+		names := []string{
+			orDefault(spec.CA.SigningSecretName, relayv1.DefaultSigningSecretName),
+			orDefault(spec.CA.RootSecretName, relayv1.DefaultRootSecretName),
+		}
+		if spec.CA.TokenSecretRef != nil {
+			n, _ := tokenRef(spec.CA.TokenSecretRef)
+			names = append(names, n)
+		}
+		return names
+	case spec.Remote != nil:
+		names := []string{orDefault(spec.Remote.TrustBundleSecretName, relayv1.DefaultRootSecretName)}
+		n := relayv1.DefaultTokenSecretName
+		if spec.Remote.TokenSecretRef != nil {
+			n, _ = tokenRef(spec.Remote.TokenSecretRef)
+		}
+		return append(names, n)
+	}
+	return nil
+}
