@@ -302,8 +302,7 @@ func (a *Agent) hint(msg string) string {
 func (a *Agent) hello(rc *relayConn) error {
 	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 	defer cancel()
-	var p peer.Peer
-	s, err := rc.cc.NewStream(ctx, &frame.HelloStreamDesc, frame.HelloMethod, grpc.Peer(&p))
+	s, err := rc.cc.NewStream(ctx, &frame.HelloStreamDesc, frame.HelloMethod)
 	if err != nil {
 		return err
 	}
@@ -319,6 +318,10 @@ func (a *Agent) hello(rc *relayConn) error {
 	}
 	if f.Kind != frame.KindHello {
 		return fmt.Errorf("the server answered hello with a %s frame", f.Kind)
+	}
+	p, _ := peer.FromContext(s.Context())
+	if p == nil {
+		return nil
 	}
 	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
 		serial := ti.State.PeerCertificates[0].SerialNumber.Text(16)
