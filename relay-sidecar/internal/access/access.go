@@ -110,6 +110,8 @@ func ClassifyHandshake(err error) string {
 		return ReasonExpired
 	case strings.Contains(msg, "tls:"):
 		return ReasonTLS
+	case strings.HasSuffix(msg, "EOF"), strings.HasSuffix(msg, `EOF"`), strings.Contains(msg, "connection reset"):
+		return ReasonClosed
 	}
 	return ReasonOther
 }

@@ -327,3 +327,7 @@ func reloads(m *metrics.Metrics, result, reason string) float64 {
 }
 
 func serial(is *testpki.Issued) string { return is.Cert.SerialNumber.Text(16) }
+
+func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
+	return context.WithCancel(t.Context())
+}
