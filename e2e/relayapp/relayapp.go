@@ -107,18 +107,18 @@ func (o *Options) defaults() {
 }
 
 // exchange runs one stream: heartbeats out every interval, heartbeats in
-// checked for gaps. It returns when either direction fails.
+// checked for gaps. It returns when either direction fails, or, once ctx
+// ends, after a clean close: closeSend (the agent) half-closes and the peer's
+// end of stream is awaited, so that stopping is not mistaken for a break.
 func exchange(ctx context.Context, s grpc.Stream, o Options, c *counters, closeSend func() error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 2)
+	sendErr, recvErr := make(chan error, 1), make(chan error, 1)
 	go func() {
 		payload := make([]byte, o.PayloadSize)
 		t := time.NewTicker(o.Interval)
 		defer t.Stop()
 		for seq := uint64(1); ; seq++ {
 			if err := s.SendMsg(&Heartbeat{Seq: seq, Payload: payload}); err != nil {
-				errc <- fmt.Errorf("sending heartbeat %d: %w", seq, err)
+				sendErr <- fmt.Errorf("sending heartbeat %d: %w", seq, err)
 				return
 			}
 			c.sent.Add(1)
@@ -127,7 +127,7 @@ func exchange(ctx context.Context, s grpc.Stream, o Options, c *counters, closeS
 				if closeSend != nil {
 					_ = closeSend()
 				}
-				errc <- nil
+				sendErr <- nil
 				return
 			case <-t.C:
 			}
@@ -139,10 +139,10 @@ func exchange(ctx context.Context, s grpc.Stream, o Options, c *counters, closeS
 			var h Heartbeat
 			if err := s.RecvMsg(&h); err != nil {
 				if errors.Is(err, io.EOF) {
-					errc <- io.EOF
+					recvErr <- io.EOF
 					return
 				}
-				errc <- fmt.Errorf("receiving after heartbeat %d: %w", last, err)
+				recvErr <- fmt.Errorf("receiving after heartbeat %d: %w", last, err)
 				return
 			}
 			if h.Seq != last+1 {
@@ -152,9 +152,23 @@ func exchange(ctx context.Context, s grpc.Stream, o Options, c *counters, closeS
 			c.received.Add(1)
 		}
 	}()
-	err := <-errc
-	cancel()
-	return err
+	select {
+	case err := <-sendErr:
+		if err != nil || closeSend == nil {
+			return err
+		}
+		select {
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-time.After(2 * time.Second):
+			return errors.New("the server did not end the stream after the agent closed its side")
+		}
+	case err := <-recvErr:
+		return err
+	}
 }
 
 // Server is the management server side.
@@ -242,13 +256,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	desc := &grpc.StreamDesc{StreamName: "Connect", ServerStreams: true, ClientStreams: true}
 	delay := 20 * time.Millisecond
 	for ctx.Err() == nil {
-		st, err := cc.NewStream(ctx, desc, Method, grpc.WaitForReady(true))
+		// The stream outlives ctx by the clean close exchange performs.
+		sctx, scancel := context.WithCancel(context.WithoutCancel(ctx))
+		st, err := cc.NewStream(sctx, desc, Method, grpc.WaitForReady(true))
 		if err == nil {
 			a.c.streams.Add(1)
 			err = exchange(ctx, st, a.o, &a.c, st.CloseSend)
-			if err == nil {
-				return nil
-			}
+		}
+		scancel()
+		if err == nil {
+			return nil
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -164,6 +164,7 @@ type envOpts struct {
 	keepalive   time.Duration
 	serverPing  time.Duration
 	expiryGrace time.Duration
+	upstream    string // instead of the sample app's server
 }
 
 // newEnv mounts material, starts the upstream (relayapp server), the server
@@ -182,6 +183,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	go e.up.Serve(upLis)
 	t.Cleanup(e.up.Stop)
 	e.upAddr = upLis.Addr().String()
+	if o.upstream != "" {
+		e.upAddr = o.upstream
+	}
 
 	// Server material.
 	ss := e.srvSide
@@ -330,4 +334,17 @@ func serial(is *testpki.Issued) string { return is.Cert.SerialNumber.Text(16) }
 
 func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
 	return context.WithCancel(t.Context())
+}
+
+// relisten listens on addr again, waiting for a stopped server to let go
+// of it.
+func relisten(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	var lis net.Listener
+	waitFor(t, "to listen on "+addr+" again", 10*time.Second, func() bool {
+		var err error
+		lis, err = net.Listen("tcp", addr)
+		return err == nil
+	})
+	return lis
 }

@@ -194,8 +194,7 @@ func TestBrokenGenerationsUnderLoad(t *testing.T) {
 // the local client's EOF reaches the upstream, and the upstream's answer
 // still comes back.
 func TestHalfClose(t *testing.T) {
-	e := newEnv(t, envOpts{mode: access.ModeTLS})
-	// Replace the upstream with one that reads everything, then answers.
+	// An upstream that reads everything, then answers.
 	lis := must[net.Listener](t)(net.Listen("tcp", "127.0.0.1:0"))
 	t.Cleanup(func() { lis.Close() })
 	go func() {
@@ -207,10 +206,8 @@ func TestHalfClose(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		fmt.Fprintf(c, "got %d bytes", len(b))
 	}()
-	e.srvCfg.Upstream = lis.Addr().String()
-	e.srv.Stop()
-	e.startServer(must[net.Listener](t)(net.Listen("tcp", e.srvAddr)))
-	waitFor(t, "agent ready on the restarted server", 10*time.Second, func() bool { return e.ag.Ready() == nil })
+	e := newEnv(t, envOpts{mode: access.ModeTLS, upstream: lis.Addr().String()})
+	waitFor(t, "agent ready", 10*time.Second, func() bool { return e.ag.Ready() == nil })
 	c := must[net.Conn](t)(net.Dial("tcp", e.agLocal))
 	defer c.Close()
 	payload := strings.Repeat("x", 200<<10)
