@@ -75,9 +75,11 @@ func (c *Cluster) startCertManager(ctx context.Context, t *testing.T) error {
 	if err := c.Apply(ctx, certManagerRBAC); err != nil {
 		return fmt.Errorf("applying the stand-in for cert-manager's RBAC: %w", err)
 	}
+	begin := time.Now()
 	if err := c.startWebhook(ctx, t); err != nil {
 		return err
 	}
+	c.log.V(1).Info("cert-manager webhook registered and effective", "url", c.WebhookURL, "elapsed", time.Since(begin))
 	return c.startControllers(ctx)
 }
 

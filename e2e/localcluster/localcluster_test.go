@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +37,7 @@ const waitTimeout = 30 * time.Second
 // TestCluster exercises one cluster: issuance through cert-manager's real
 // controllers, its webhook, and approval under per-identity RBAC.
 func TestCluster(t *testing.T) {
-	c := localcluster.Start(t, localcluster.Options{Name: "single"})
+	c := localcluster.Start(t, options("single"))
 	ctx := t.Context()
 	ns := must(c.NewNamespace(ctx, "issue-"))(t)
 
@@ -109,8 +110,11 @@ subjects:
 			t.Errorf("spec.groups = %v, want it to include requesters", cr.Spec.Groups)
 		}
 
-		cr.Spec.IsCA = true
-		err := c.Client.Update(ctx, cr)
+		// A patch, so the controllers' concurrent status updates cannot
+		// turn the answer into a conflict.
+		changed := cr.DeepCopy()
+		changed.Spec.IsCA = true
+		err := c.Client.Patch(ctx, changed, client.MergeFrom(cr))
 		if err == nil || !strings.Contains(err.Error(), "webhook.cert-manager.io") {
 			t.Fatalf("changing a CertificateRequest's spec as cluster-admin: got %v, want a denial by cert-manager's webhook", err)
 		}
@@ -194,8 +198,8 @@ subjects:
 // TestTwoClusters starts two clusters in one process, as cross-cluster tests
 // do, and issues a certificate in each at the same time.
 func TestTwoClusters(t *testing.T) {
-	management := localcluster.Start(t, localcluster.Options{Name: "management"})
-	workload := localcluster.Start(t, localcluster.Options{Name: "workload"})
+	management := localcluster.Start(t, options("management"))
+	workload := localcluster.Start(t, options("workload"))
 	if management.Config.Host == workload.Config.Host {
 		t.Fatalf("both clusters serve at %s", management.Config.Host)
 	}
@@ -241,6 +245,12 @@ func TestMissingBinariesFail(t *testing.T) {
 	if strings.Contains(string(out), "--- SKIP") {
 		t.Errorf("a test skipped instead of failing:\n%s", out)
 	}
+}
+
+// options names a cluster; $LOCALCLUSTER_TEST_V sets the log verbosity.
+func options(name string) localcluster.Options {
+	v, _ := strconv.Atoi(os.Getenv("LOCALCLUSTER_TEST_V"))
+	return localcluster.Options{Name: name, LogVerbosity: v}
 }
 
 func createSelfSignedCA(t *testing.T, c *localcluster.Cluster, ns, name string) {
