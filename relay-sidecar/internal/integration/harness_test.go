@@ -321,7 +321,6 @@ func (e *env) sawClientSerial(serial string) bool {
 	return false
 }
 
-
 func failures(m *metrics.Metrics, reason string) float64 {
 	return testutil.ToFloat64(m.Failures.WithLabelValues(reason))
 }

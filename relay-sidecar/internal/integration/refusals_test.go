@@ -26,8 +26,8 @@ import (
 // remembers it.
 type mdCreds struct {
 	mode, cluster string
-	proof         string       // sent as is when not empty
-	token         proof.Token  // when set, compute a proof on this connection
+	proof         string      // sent as is when not empty
+	token         proof.Token // when set, compute a proof on this connection
 	mu            sync.Mutex
 	computed      string
 	secure        bool
