@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -68,6 +69,14 @@ func (o *Options) Validate() error {
 	return nil
 }
 
+// secretNamespaces lists, once each and sorted, the namespaces whose Secrets
+// relay-issuer may read.
+func (o *Options) secretNamespaces() []string {
+	all := append([]string{o.Namespace, o.ClusterResourceNamespace}, o.SecretNamespaces...)
+	slices.Sort(all)
+	return slices.Compact(all)
+}
+
 // NewScheme returns the scheme relay-issuer works with.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
@@ -88,8 +97,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return fmt.Errorf("building the scheme: %w", err)
 	}
-	secretNamespaces := map[string]cache.Config{o.Namespace: {}, o.ClusterResourceNamespace: {}}
-	for _, ns := range o.SecretNamespaces {
+	secretNamespaces := map[string]cache.Config{}
+	for _, ns := range o.secretNamespaces() {
 		secretNamespaces[ns] = cache.Config{}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -114,6 +123,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	s := &signer.Signer{
 		Client:                   mgr.GetClient(),
 		ClusterResourceNamespace: o.ClusterResourceNamespace,
+		SecretNamespaces:         o.secretNamespaces(),
 		Clock:                    o.Clock,
 	}
 	if err := controller.Setup(ctx, mgr, s, o.MaxRetryDuration); err != nil {

@@ -11,6 +11,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -37,6 +39,9 @@ const DefaultMaxDuration = 720 * time.Hour
 // will never be signed. A refusal sets it to True with the rule's reason.
 const ConditionInvalidRequest = cmapi.CertificateRequestConditionInvalidRequest
 
+// errSecretMissing marks a Secret that does not exist.
+var errSecretMissing = errors.New("does not exist")
+
 // Signer signs for CA-mode RelayIssuers and RelayClusterIssuers.
 type Signer struct {
 	// Client reads Secrets (from the manager's cache) and creates the token
@@ -44,6 +49,9 @@ type Signer struct {
 	Client client.Client
 	// ClusterResourceNamespace holds the Secrets of RelayClusterIssuers.
 	ClusterResourceNamespace string
+	// SecretNamespaces are the namespaces whose Secrets relay-issuer may read
+	// (its RBAC and cache cover no others). Empty means no restriction.
+	SecretNamespaces []string
 	// Clock is the time source for validity checks and certificate dates.
 	Clock clock.PassiveClock
 }
@@ -76,10 +84,14 @@ func caSpec(iss issuerapi.Issuer) (*relayv1.CAIssuerSpec, error) {
 }
 
 func (s *Signer) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	if len(s.SecretNamespaces) > 0 && !slices.Contains(s.SecretNamespaces, namespace) {
+		return nil, fmt.Errorf("Secret %s/%s is out of reach: relay-issuer reads Secrets only in namespace(s) %s; add %s to --secret-namespaces and grant it a Role",
+			namespace, name, strings.Join(s.SecretNamespaces, ", "), namespace)
+	}
 	var sec corev1.Secret
 	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &sec); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("Secret %s/%s does not exist", namespace, name)
+			return nil, fmt.Errorf("Secret %s/%s %w", namespace, name, errSecretMissing)
 		}
 		return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
 	}
@@ -154,12 +166,9 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 // updates an existing Secret: a lost race to create it is success.
 func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenSecretRef) error {
 	name, key := tokenRef(ref)
-	err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{})
-	if err == nil {
-		return nil
-	}
-	if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("reading Secret %s/%s: %w", ns, name, err)
+	_, err := s.getSecret(ctx, ns, name)
+	if !errors.Is(err, errSecretMissing) {
+		return err // nil when the Secret exists: it is never touched
 	}
 	tok, err := proof.GenerateToken()
 	if err != nil {
@@ -282,7 +291,11 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 		tmpl.NotAfter = ca.Cert.NotAfter
 	}
 	// cert-manager's check that usages embedded in the CSR agree with the
-	// request's; it sets the template's usages to the request's.
+	// request's; it compares what the CSR encodes (put on the template first)
+	// and then sets the template's usages to the request's.
+	if err := copyCSRUsages(csr, tmpl); err != nil {
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR's usage extensions do not parse: %v", err)})
+	}
 	if err := pki.CertificateTemplateValidateAndOverrideKeyUsages(details.KeyUsage, details.ExtKeyUsage)(csr, tmpl); err != nil {
 		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR does not agree with the request: %v", err)})
 	}
@@ -317,6 +330,27 @@ func SecretNames(spec *relayv1.RelayIssuerSpec) []string {
 			n, _ = tokenRef(spec.Remote.TokenSecretRef)
 		}
 		return append(names, n)
+	}
+	return nil
+}
+
+// copyCSRUsages puts the key usages a CSR encodes on the template.
+func copyCSRUsages(csr *x509.CertificateRequest, tmpl *x509.Certificate) error {
+	for _, e := range csr.Extensions {
+		switch {
+		case e.Id.Equal(pki.OIDExtensionKeyUsage):
+			ku, err := pki.UnmarshalKeyUsage(e.Value)
+			if err != nil {
+				return err
+			}
+			tmpl.KeyUsage = ku
+		case e.Id.Equal(pki.OIDExtensionExtendedKeyUsage):
+			eku, unknown, err := pki.UnmarshalExtKeyUsage(e.Value)
+			if err != nil {
+				return err
+			}
+			tmpl.ExtKeyUsage, tmpl.UnknownExtKeyUsage = eku, unknown
+		}
 	}
 	return nil
 }

@@ -1,0 +1,255 @@
+package integration
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/issuer/app"
+)
+
+const ns = "relaytls-system"
+
+// repoPath resolves a path from the repository root.
+func repoPath(t *testing.T, rel string) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot find the test's source file")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..", rel)
+}
+
+// startManagement starts a control plane with cert-manager, applies the RBAC
+// deploy/rbac ships and runs relay-issuer as its ServiceAccount.
+func startManagement(t *testing.T) *localcluster.Cluster {
+	t.Helper()
+	c := localcluster.Start(t, localcluster.Options{
+		Name:    "management",
+		CRDDirs: []string{repoPath(t, "deploy/crds")},
+	})
+	if err := relayv1.AddToScheme(c.Scheme); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	rbac, err := filepath.Glob(repoPath(t, "deploy/rbac/*.yaml"))
+	if err != nil || len(rbac) == 0 {
+		t.Fatalf("no RBAC manifests in deploy/rbac: %v", err)
+	}
+	// The namespace first, then everything that lives in it.
+	if err := c.ApplyFiles(ctx, repoPath(t, "deploy/rbac/namespace.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ApplyFiles(ctx, rbac...); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := c.AddServiceAccount(ns, "relay-issuer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Run(runCtx, cfg, app.Options{
+			Namespace:        ns,
+			MetricsAddr:      "0",
+			HealthAddr:       "0",
+			LeaderElect:      true,
+			MaxRetryDuration: time.Minute,
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay-issuer: %v", err)
+		}
+	})
+	return c
+}
+
+// eventually polls cond until it is true, fails the test at the deadline
+// with the last observation.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) {
+	t.Helper()
+	var last string
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		ok, seen, err := cond(ctx)
+		last = seen
+		return ok, err
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v; last seen: %s", what, err, last)
+	}
+}
+
+// consistently polls cond for the whole duration and fails the test the first
+// time it is false: for things that must never happen.
+func consistently(t *testing.T, d time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		ok, seen, err := cond(t.Context())
+		if err != nil || !ok {
+			t.Fatalf("%s: %v %s", what, err, seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func createSecret(t *testing.T, c *localcluster.Cluster, name string, data map[string][]byte) {
+	t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data}
+	if err := c.Client.Create(t.Context(), s); err != nil {
+		t.Fatalf("creating Secret %s: %v", name, err)
+	}
+}
+
+func putSecret(t *testing.T, c *localcluster.Cluster, name string, data map[string][]byte) {
+	t.Helper()
+	var s corev1.Secret
+	err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &s)
+	if err != nil {
+		createSecret(t, c, name, data)
+		return
+	}
+	s.Data = data
+	if err := c.Client.Update(t.Context(), &s); err != nil {
+		t.Fatalf("updating Secret %s: %v", name, err)
+	}
+}
+
+func readyCondition(conds []metav1.Condition) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == "Ready" {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// waitIssuer waits for a RelayIssuer's Ready condition to have status and a
+// message containing msg, for the issuer's current generation.
+func waitIssuer(t *testing.T, c *localcluster.Cluster, name string, status metav1.ConditionStatus, msg string) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("RelayIssuer %s Ready=%s %q", name, status, msg), func(ctx context.Context) (bool, string, error) {
+		var iss relayv1.RelayIssuer
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &iss); err != nil {
+			return false, err.Error(), nil
+		}
+		r := readyCondition(iss.Status.Conditions)
+		if r == nil {
+			return false, "no Ready condition", nil
+		}
+		seen := fmt.Sprintf("Ready=%s reason=%s message=%q generation=%d/%d", r.Status, r.Reason, r.Message, r.ObservedGeneration, iss.Generation)
+		return r.Status == status && strings.Contains(r.Message, msg) && r.ObservedGeneration == iss.Generation, seen, nil
+	})
+}
+
+func createIssuer(t *testing.T, c *localcluster.Cluster, name string, spec relayv1.CAIssuerSpec) {
+	t.Helper()
+	iss := &relayv1.RelayIssuer{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       relayv1.RelayIssuerSpec{CA: &spec},
+	}
+	if err := c.Client.Create(t.Context(), iss); err != nil {
+		t.Fatalf("creating RelayIssuer %s: %v", name, err)
+	}
+}
+
+type crOptions struct {
+	name, issuer string
+	kind         string // default RelayIssuer
+	csrPEM       []byte
+	cluster      string
+	proof        string
+	usages       []cmapi.KeyUsage
+	isCA         bool
+	duration     time.Duration
+}
+
+func createCR(t *testing.T, c *localcluster.Cluster, o crOptions) *cmapi.CertificateRequest {
+	t.Helper()
+	ann := map[string]string{}
+	if o.cluster != "" {
+		ann[relayv1.ClusterAnnotation] = o.cluster
+	}
+	if o.proof != "" {
+		ann[relayv1.IdentityProofAnnotation] = o.proof
+	}
+	if o.usages == nil {
+		o.usages = []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageClientAuth}
+	}
+	if o.kind == "" {
+		o.kind = "RelayIssuer"
+	}
+	if o.duration == 0 {
+		o.duration = time.Hour
+	}
+	cr := &cmapi.CertificateRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: o.name, Annotations: ann},
+		Spec: cmapi.CertificateRequestSpec{
+			Request:   o.csrPEM,
+			Usages:    o.usages,
+			IsCA:      o.isCA,
+			Duration:  &metav1.Duration{Duration: o.duration},
+			IssuerRef: cmmeta.IssuerReference{Group: relayv1.GroupVersion.Group, Kind: o.kind, Name: o.issuer},
+		},
+	}
+	if err := c.Client.Create(t.Context(), cr); err != nil {
+		t.Fatalf("creating CertificateRequest %s: %v", o.name, err)
+	}
+	return cr
+}
+
+func crCondition(cr *cmapi.CertificateRequest, typ cmapi.CertificateRequestConditionType) *cmapi.CertificateRequestCondition {
+	for i := range cr.Status.Conditions {
+		if cr.Status.Conditions[i].Type == typ {
+			return &cr.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// waitCR waits until the CertificateRequest is Ready=True or failed, and
+// returns it.
+func waitCR(t *testing.T, c *localcluster.Cluster, name string) *cmapi.CertificateRequest {
+	t.Helper()
+	var cr cmapi.CertificateRequest
+	eventually(t, 30*time.Second, "CertificateRequest "+name+" to finish", func(ctx context.Context) (bool, string, error) {
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cr); err != nil {
+			return false, err.Error(), nil
+		}
+		r := crCondition(&cr, cmapi.CertificateRequestConditionReady)
+		if r == nil {
+			return false, "no Ready condition", nil
+		}
+		seen := fmt.Sprintf("Ready=%s reason=%s message=%q", r.Status, r.Reason, r.Message)
+		done := r.Status == cmmeta.ConditionTrue || r.Reason == cmapi.CertificateRequestReasonFailed || r.Reason == cmapi.CertificateRequestReasonDenied
+		return done, seen, nil
+	})
+	return &cr
+}
+
+func parseChain(t *testing.T, pemBytes []byte) []*x509.Certificate {
+	t.Helper()
+	certs, err := pki.DecodeX509CertificateChainBytes(pemBytes)
+	if err != nil {
+		t.Fatalf("decoding chain: %v", err)
+	}
+	return certs
+}
