@@ -101,6 +101,7 @@ func (c *Cluster) startWebhook(ctx context.Context, t *testing.T) error {
 	if err := waitServing(ctx, server.URL, server.CAPEM); err != nil {
 		return fmt.Errorf("cert-manager webhook at %s: %w", server.URL, err)
 	}
+	c.log.V(2).Info("cert-manager webhook serving", "url", server.URL)
 
 	sideEffects := admissionregistrationv1.SideEffectClassNone
 	failurePolicy := admissionregistrationv1.Fail
@@ -150,11 +151,17 @@ func (c *Cluster) startWebhook(ctx context.Context, t *testing.T) error {
 			SideEffects:             &sideEffects,
 		}},
 	}
+	// Reach cert-manager's API once before the webhook is registered: this
+	// also loads it into the client's REST mapper.
+	if err := c.Client.List(ctx, &cmapi.IssuerList{}, client.InNamespace(CertManagerNamespace)); err != nil {
+		return fmt.Errorf("cert-manager's API is not served: %w", err)
+	}
 	for _, obj := range []client.Object{validating, mutating} {
 		if err := c.Client.Create(ctx, obj); err != nil {
 			return fmt.Errorf("registering cert-manager's webhook: %w", err)
 		}
 	}
+	c.log.V(2).Info("cert-manager webhook registered")
 	return c.waitWebhookEffective(ctx)
 }
 
@@ -195,7 +202,8 @@ func (c *Cluster) waitWebhookEffective(ctx context.Context) error {
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		probe := &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Name: "localcluster-webhook-probe", Namespace: CertManagerNamespace}}
 		last = c.Client.Create(ctx, probe, client.DryRunAll)
-		return last != nil && strings.Contains(last.Error(), "webhook.cert-manager.io"), nil
+		c.log.V(3).Info("webhook probe", "answer", fmt.Sprint(last))
+		return last != nil && strings.Contains(last.Error(), `admission webhook "webhook.cert-manager.io" denied the request`), nil
 	})
 	if err != nil {
 		return fmt.Errorf("the API server does not call cert-manager's webhook (last answer to an invalid Issuer: %v): %w", last, err)

@@ -47,6 +47,15 @@ const (
 	DefaultWorkers = 5
 )
 
+// ClientQPS and ClientBurst are the client-side rate limits of the REST
+// configs a Cluster hands out (Config, AddUser, AddServiceAccount): high
+// enough that tests are not slowed by client-go's default of 5 QPS. Lower
+// them on a copy to test throttling.
+const (
+	ClientQPS   = 200
+	ClientBurst = 400
+)
+
 // DefaultCopiedAnnotationPrefixes is cert-manager's default for which
 // Certificate annotations are copied to its CertificateRequests: all but
 // those of kubectl, Flux and Argo CD.
@@ -157,23 +166,50 @@ type Cluster struct {
 // cert-manager's webhook lives as long as t.
 func Start(t *testing.T, opts Options) *Cluster {
 	t.Helper()
-	if opts.Name == "" {
-		opts.Name = "local"
-	}
-	log, closeLog := testLogger(t, opts.LogVerbosity)
-	c := &Cluster{Name: opts.Name, opts: opts, log: log.WithName(opts.Name)}
-	t.Cleanup(func() {
-		defer closeLog()
-		if err := c.stop(); err != nil {
-			t.Errorf("localcluster %s: stopping: %v", c.Name, err)
+	return StartAll(t, opts)[0]
+}
+
+// StartAll starts one cluster per Options at the same time, which is faster
+// than one after the other, and returns them in the same order. Otherwise it
+// is Start.
+func StartAll(t *testing.T, opts ...Options) []*Cluster {
+	t.Helper()
+	clusters := make([]*Cluster, len(opts))
+	errs := make([]error, len(opts))
+	var wg sync.WaitGroup
+	for i, o := range opts {
+		if o.Name == "" {
+			o.Name = "local"
+			if len(opts) > 1 {
+				o.Name = fmt.Sprintf("local-%d", i+1)
+			}
 		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := c.start(ctx, t); err != nil {
-		t.Fatalf("localcluster %s: %v", c.Name, err)
+		log, closeLog := testLogger(t, o.LogVerbosity)
+		c := &Cluster{Name: o.Name, opts: o, log: log.WithName(o.Name)}
+		clusters[i] = c
+		t.Cleanup(func() {
+			defer closeLog()
+			if err := c.stop(); err != nil {
+				t.Errorf("localcluster %s: stopping: %v", c.Name, err)
+			}
+		})
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			errs[i] = c.start(ctx, t)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("localcluster %s: %w", c.Name, errs[i])
+			}
+		})
 	}
-	return c
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if t.Failed() { // cert-manager's StartWebhookServer reports through t
+		t.FailNow()
+	}
+	return clusters
 }
 
 func (c *Cluster) start(ctx context.Context, t *testing.T) error {
@@ -226,6 +262,7 @@ func (c *Cluster) start(ctx context.Context, t *testing.T) error {
 		return fmt.Errorf("starting kube-apiserver and etcd from %s: %w", binDir, err)
 	}
 	c.onStop(c.env.Stop)
+	cfg.QPS, cfg.Burst = ClientQPS, ClientBurst
 	c.Config = cfg
 	c.KubeconfigPath, err = c.writeKubeconfig("admin", c.env.KubeConfig)
 	if err != nil {

@@ -198,8 +198,8 @@ subjects:
 // TestTwoClusters starts two clusters in one process, as cross-cluster tests
 // do, and issues a certificate in each at the same time.
 func TestTwoClusters(t *testing.T) {
-	management := localcluster.Start(t, options("management"))
-	workload := localcluster.Start(t, options("workload"))
+	clusters := localcluster.StartAll(t, options("management"), options("workload"))
+	management, workload := clusters[0], clusters[1]
 	if management.Config.Host == workload.Config.Host {
 		t.Fatalf("both clusters serve at %s", management.Config.Host)
 	}

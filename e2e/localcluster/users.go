@@ -23,6 +23,8 @@ func (c *Cluster) AddUser(name string, groups ...string) (*rest.Config, string, 
 	if err != nil {
 		return nil, "", fmt.Errorf("adding user %s: %w", name, err)
 	}
+	cfg := rest.CopyConfig(user.Config())
+	cfg.QPS, cfg.Burst = ClientQPS, ClientBurst
 	kubeconfig, err := user.KubeConfig()
 	if err != nil {
 		return nil, "", fmt.Errorf("making a kubeconfig for %s: %w", name, err)
@@ -31,7 +33,7 @@ func (c *Cluster) AddUser(name string, groups ...string) (*rest.Config, string, 
 	if err != nil {
 		return nil, "", err
 	}
-	return rest.CopyConfig(user.Config()), path, nil
+	return cfg, path, nil
 }
 
 // AddServiceAccount gives the cluster the identity a pod running as the
