@@ -104,12 +104,19 @@ func (c *Cluster) applyObject(ctx context.Context, obj *unstructured.Unstructure
 	}
 	// A kind whose CRD was just established may take a moment to reach the
 	// client's REST mapper; retry "no match" errors briefly.
+	gvk := obj.GroupVersionKind()
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		err := c.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldManager), client.ForceOwnership)
+		mapping, err := c.Client.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
 		if meta.IsNoMatchError(err) {
 			return false, nil
 		}
-		return true, err
+		if err != nil {
+			return false, err
+		}
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace && obj.GetNamespace() == "" {
+			return false, errors.New("it is namespaced but has no metadata.namespace")
+		}
+		return true, c.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(FieldManager), client.ForceOwnership)
 	})
 	if err != nil {
 		return fmt.Errorf("applying %s: %w", desc, err)

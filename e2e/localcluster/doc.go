@@ -26,6 +26,29 @@
 // use a management and a workload cluster); each has its own API server,
 // controllers, webhook and temporary directory.
 //
+// A test that runs a component under its shipped RBAC:
+//
+//	func TestIssuer(t *testing.T) {
+//		c := localcluster.Start(t, localcluster.Options{CRDDirs: []string{"../../deploy/crds"}})
+//		ctx := t.Context()
+//		if err := c.ApplyFiles(ctx, "../../deploy/rbac"); err != nil {
+//			t.Fatal(err)
+//		}
+//		cfg, _, err := c.AddServiceAccount("relaytls-system", "relay-issuer")
+//		if err != nil {
+//			t.Fatal(err)
+//		}
+//		go runIssuer(ctx, cfg) // the component, as its ServiceAccount
+//		ns, _ := c.NewNamespace(ctx, "test-")
+//		_ = c.Apply(ctx, []byte(certificateYAML(ns)))
+//		if _, err := c.WaitForCertificateReady(ctx, ns, "relay-client", 30*time.Second); err != nil {
+//			t.Fatal(err)
+//		}
+//	}
+//
+// [StartAll] starts several clusters at once (for example a management and a
+// workload cluster).
+//
 // There is no kubelet: nothing runs in pods. Components run as goroutines or
 // processes with the kubeconfig of their identity.
 package localcluster

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,6 +196,58 @@ subjects:
 	})
 }
 
+// TestApply uses a bare control plane (no cert-manager), which also shows
+// that option works.
+func TestApply(t *testing.T) {
+	opts := options("apply")
+	opts.WithoutCertManager = true
+	c := localcluster.Start(t, opts)
+	ctx := t.Context()
+	ns := must(c.NewNamespace(ctx, "apply-"))(t)
+
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a.yaml"), fmt.Sprintf(`
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: one, namespace: %[1]s}
+data: {k: v1}
+---
+# an empty document and a comment are skipped
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: two, namespace: %[1]s}
+`, ns))
+	writeFile(t, filepath.Join(dir, "b.yml"), `{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "apply-test"}}`)
+	writeFile(t, filepath.Join(dir, "notes.txt"), "not a manifest")
+	if err := c.ApplyFiles(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	// Applying again with a change updates in place.
+	apply(t, c, fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one, namespace: %s}\ndata: {k: v2}\n", ns))
+	cm := &corev1.ConfigMap{}
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "one"}, cm); err != nil || cm.Data["k"] != "v2" {
+		t.Fatalf("ConfigMap one: %v, data %v, want k=v2", err, cm.Data)
+	}
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "two"}, cm); err != nil {
+		t.Fatal(err)
+	}
+
+	var issuers cmapi.IssuerList
+	if err := c.Client.List(ctx, &issuers); err == nil {
+		t.Errorf("cert-manager's API is served by a cluster started WithoutCertManager")
+	}
+
+	err := c.Apply(ctx, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lost}\n"))
+	if err == nil || !strings.Contains(err.Error(), "no metadata.namespace") {
+		t.Errorf("applying a namespaced object without namespace: got %v, want an error naming metadata.namespace", err)
+	}
+	err = c.Apply(ctx, []byte("kind: ConfigMap\nmetadata: {name: x}\n"))
+	if err == nil || !strings.Contains(err.Error(), "no apiVersion or kind") {
+		t.Errorf("applying a document without apiVersion: got %v", err)
+	}
+}
+
 // TestTwoClusters starts two clusters in one process, as cross-cluster tests
 // do, and issues a certificate in each at the same time.
 func TestTwoClusters(t *testing.T) {
@@ -253,6 +306,13 @@ func options(name string) localcluster.Options {
 	return localcluster.Options{Name: name, LogVerbosity: v}
 }
 
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func createSelfSignedCA(t *testing.T, c *localcluster.Cluster, ns, name string) {
 	t.Helper()
 	apply(t, c, fmt.Sprintf(`
@@ -277,18 +337,11 @@ spec:
 
 func waitCertificateReady(t *testing.T, c *localcluster.Cluster, ns, name string) {
 	t.Helper()
-	cert := &cmapi.Certificate{}
-	waitFor(t, fmt.Sprintf("Certificate %s/%s to be Ready in %s", ns, name, c.Name), func(ctx context.Context) (bool, error) {
-		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, cert); err != nil {
-			return false, client.IgnoreNotFound(err)
-		}
-		for _, cond := range cert.Status.Conditions {
-			if cond.Type == cmapi.CertificateConditionReady && cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == cert.Generation {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	begin := time.Now()
+	if _, err := c.WaitForCertificateReady(t.Context(), ns, name, waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Certificate %s/%s Ready in %s after %s", ns, name, c.Name, time.Since(begin).Round(time.Millisecond))
 }
 
 // waitFor polls cond until it holds, fails t after waitTimeout and shows the
