@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -129,9 +130,43 @@ func (c *Cluster) applyObject(ctx context.Context, obj *unstructured.Unstructure
 	return nil
 }
 
+// waitCRDsServed waits until the API server serves a list of each CRD's
+// resource. Right after a CRD is created the API server answers its requests
+// with 429 and "Retry-After: 1" until its watch cache is ready; clients
+// (cert-manager's informers included) then sleep a whole second. Polling
+// without retries here is faster and leaves the cluster ready.
+func (c *Cluster) waitCRDsServed(ctx context.Context, crds ...*apiextensionsv1.CustomResourceDefinition) error {
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	rc := cs.CoreV1().RESTClient()
+	for _, crd := range crds {
+		version := ""
+		for _, v := range crd.Spec.Versions {
+			if v.Served && (version == "" || v.Storage) {
+				version = v.Name
+			}
+		}
+		if version == "" {
+			continue
+		}
+		path := "/apis/" + crd.Spec.Group + "/" + version + "/" + crd.Spec.Names.Plural
+		var last error
+		err := wait.PollUntilContextTimeout(ctx, 25*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			last = rc.Get().AbsPath(path).Param("limit", "1").MaxRetries(0).Do(ctx).Error()
+			return last == nil, nil
+		})
+		if err != nil {
+			return fmt.Errorf("the API server does not serve %s (CRD %s): %w (last answer: %v)", path, crd.Name, err, last)
+		}
+	}
+	return nil
+}
+
 func (c *Cluster) waitCRDEstablished(ctx context.Context, name string) error {
+	crd := &apiextensionsv1.CustomResourceDefinition{}
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		crd := &apiextensionsv1.CustomResourceDefinition{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
 			return false, err
 		}
@@ -145,5 +180,5 @@ func (c *Cluster) waitCRDEstablished(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("waiting for CRD %s to be established: %w", name, err)
 	}
-	return nil
+	return c.waitCRDsServed(ctx, crd)
 }

@@ -272,6 +272,9 @@ func (c *Cluster) start(ctx context.Context, t *testing.T) error {
 	if err != nil {
 		return fmt.Errorf("creating the admin client: %w", err)
 	}
+	if err := c.waitCRDsServed(ctx, c.env.CRDs...); err != nil {
+		return err
+	}
 	c.log.V(1).Info("control plane started", "url", cfg.Host, "elapsed", time.Since(begin))
 
 	if !o.WithoutCertManager {
