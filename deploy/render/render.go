@@ -1,0 +1,327 @@
+package render
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"helm.sh/helm/v4/pkg/chart/common"
+	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/loader"
+	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/engine"
+	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// Modes are the six relay security modes (SPEC section 3), in order.
+var Modes = []string{"insecure", "tls-self-signed", "tls-byo-server", "mtls-self-signed", "mtls-byo-ca", "mtls-byo-client"}
+
+// Roles are the two cluster roles.
+var Roles = []string{"management", "workload"}
+
+// Namespace is the namespace the profiles install into.
+const Namespace = "relaytls-system"
+
+// ReleaseName is the Helm release name the profiles are rendered with.
+const ReleaseName = "relaytls"
+
+// RepoRoot is the root of the relaytls repository this package is built in.
+func RepoRoot() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		panic("render: cannot find the source file")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// ChartDir is deploy/charts/relaytls.
+func ChartDir() string { return filepath.Join(RepoRoot(), "deploy", "charts", "relaytls") }
+
+// ChartOptions select how a chart is rendered.
+type ChartOptions struct {
+	// Namespace is the release namespace (default relaytls-system).
+	Namespace string
+	// ReleaseName (default relaytls).
+	ReleaseName string
+	// Values are the user-supplied values, merged over values.yaml.
+	Values map[string]any
+	// Cluster, when set, gives the templates a client (Helm's lookup), as
+	// `helm install` has. Nil renders like `helm template`.
+	Cluster *rest.Config
+}
+
+// Rendered is a rendered chart.
+type Rendered struct {
+	// CRDs are the chart's crds/ files, as Helm installs them first.
+	CRDs []*unstructured.Unstructured
+	// Objects are the rendered templates in Helm's install order.
+	Objects []*unstructured.Unstructured
+	// Notes is the rendered NOTES.txt.
+	Notes string
+}
+
+// Chart renders the chart at dir as `helm install` (with a Cluster) or
+// `helm template` (without) would: values validated against
+// values.schema.json, templates rendered by Helm's engine, manifests in
+// Helm's install order.
+func Chart(dir string, o ChartOptions) (*Rendered, error) {
+	if o.Namespace == "" {
+		o.Namespace = Namespace
+	}
+	if o.ReleaseName == "" {
+		o.ReleaseName = ReleaseName
+	}
+	charter, err := loader.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("loading chart %s: %w", dir, err)
+	}
+	ch, ok := charter.(*chartv2.Chart)
+	if !ok {
+		return nil, fmt.Errorf("chart %s is not an apiVersion v2 chart", dir)
+	}
+	vals := o.Values
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	top, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals,
+		common.ReleaseOptions{Name: o.ReleaseName, Namespace: o.Namespace, Revision: 1, IsInstall: true},
+		common.DefaultCapabilities, false)
+	if err != nil {
+		return nil, err
+	}
+	eng := engine.Engine{Strict: true}
+	if o.Cluster != nil {
+		eng = engine.New(o.Cluster)
+		eng.Strict = true
+	}
+	files, err := eng.Render(ch, top)
+	if err != nil {
+		return nil, err
+	}
+	out := &Rendered{}
+	for name, content := range files {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			out.Notes = content
+			delete(files, name)
+		}
+	}
+	hooks, manifests, err := releaseutil.SortManifests(files, nil, releaseutil.InstallOrder)
+	if err != nil {
+		return nil, fmt.Errorf("sorting the rendered manifests: %w", err)
+	}
+	if len(hooks) > 0 {
+		return nil, fmt.Errorf("the chart renders %d hooks; relaytls's chart has none, so GitOps tools see all of it", len(hooks))
+	}
+	for _, m := range manifests {
+		objs, err := Decode([]byte(m.Content))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.Name, err)
+		}
+		out.Objects = append(out.Objects, objs...)
+	}
+	for _, crd := range ch.CRDObjects() {
+		objs, err := Decode(crd.File.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", crd.Filename, err)
+		}
+		out.CRDs = append(out.CRDs, objs...)
+	}
+	return out, nil
+}
+
+// Decode splits multi-document YAML into objects, skipping empty documents.
+func Decode(manifest []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
+	var objs []*unstructured.Unstructured
+	for doc := 1; ; doc++ {
+		obj := &unstructured.Unstructured{}
+		err := dec.Decode(&obj.Object)
+		if errors.Is(err, io.EOF) {
+			return objs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", doc, err)
+		}
+		if len(obj.Object) == 0 {
+			continue
+		}
+		if obj.GetAPIVersion() == "" || obj.GetKind() == "" {
+			return nil, fmt.Errorf("document %d (%q) has no apiVersion or kind", doc, obj.GetName())
+		}
+		objs = append(objs, obj)
+	}
+}
+
+// Encode writes objects as multi-document YAML.
+func Encode(objs []*unstructured.Unstructured) ([]byte, error) {
+	var b bytes.Buffer
+	for _, o := range objs {
+		y, err := yaml.Marshal(o.Object)
+		if err != nil {
+			return nil, err
+		}
+		b.WriteString("---\n")
+		b.Write(y)
+	}
+	return b.Bytes(), nil
+}
+
+// Kustomize builds the kustomization in dir with kustomize's krusty API, as
+// `kustomize build` and Argo CD do, and returns the objects.
+func Kustomize(dir string) ([]*unstructured.Unstructured, error) {
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	y, err := m.AsYaml()
+	if err != nil {
+		return nil, err
+	}
+	return Decode(y)
+}
+
+// ProfileDir is deploy/profiles/<mode>/<role>.
+func ProfileDir(mode, role string) string {
+	return filepath.Join(RepoRoot(), "deploy", "profiles", mode, role)
+}
+
+// ProfileValues are the chart values a profile is rendered with: the mode
+// and role, no cluster lookups, and example names a GitOps overlay patches
+// (the workload's cluster name and the issuance endpoint).
+func ProfileValues(mode, role string) map[string]any {
+	v := map[string]any{
+		"mode":      mode,
+		"role":      role,
+		"preflight": map[string]any{"enabled": false},
+	}
+	if role == "workload" {
+		v["workload"] = map[string]any{
+			"cluster":  ExampleCluster,
+			"endpoint": ExampleEndpoint,
+		}
+	}
+	return v
+}
+
+// Placeholders of the workload profiles, patched by an overlay.
+const (
+	ExampleCluster  = "workload-1"
+	ExampleEndpoint = "relay-issuer.relaytls-system.example.com:9443"
+)
+
+// Profile renders the profile of mode and role from the chart: CRDs (sync
+// wave -3), the namespace, then the chart's objects.
+func Profile(mode, role string) ([]*unstructured.Unstructured, error) {
+	r, err := Chart(ChartDir(), ChartOptions{Values: ProfileValues(mode, role)})
+	if err != nil {
+		return nil, fmt.Errorf("profile %s/%s: %w", mode, role, err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, crd := range r.CRDs {
+		crd = crd.DeepCopy()
+		ann := crd.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann["argocd.argoproj.io/sync-wave"] = "-3"
+		crd.SetAnnotations(ann)
+		objs = append(objs, crd)
+	}
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName(Namespace)
+	ns.SetAnnotations(map[string]string{"argocd.argoproj.io/sync-wave": "-3"})
+	objs = append(objs, ns)
+	return append(objs, r.Objects...), nil
+}
+
+// GeneratedFile is one file the generator owns.
+type GeneratedFile struct {
+	// Path is relative to the repository root.
+	Path    string
+	Content []byte
+}
+
+// Generated returns every file the generator writes: the chart's copies of
+// deploy/rbac and deploy/crds, and each profile's kustomization and manifests.
+func Generated() ([]GeneratedFile, error) {
+	root := RepoRoot()
+	var out []GeneratedFile
+	copies := map[string]string{
+		"deploy/rbac/role.yaml":     "deploy/charts/relaytls/files/issuer-role.yaml",
+		"deploy/rbac/approver.yaml": "deploy/charts/relaytls/files/approver.yaml",
+	}
+	crds, err := filepath.Glob(filepath.Join(root, "deploy", "crds", "*.yaml"))
+	if err != nil || len(crds) == 0 {
+		return nil, fmt.Errorf("no CRDs in deploy/crds: %v", err)
+	}
+	for _, c := range crds {
+		copies["deploy/crds/"+filepath.Base(c)] = "deploy/charts/relaytls/crds/" + filepath.Base(c)
+	}
+	srcs := make([]string, 0, len(copies))
+	for s := range copies {
+		srcs = append(srcs, s)
+	}
+	sort.Strings(srcs)
+	for _, src := range srcs {
+		b, err := os.ReadFile(filepath.Join(root, src))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, GeneratedFile{Path: copies[src], Content: b})
+	}
+	for _, mode := range Modes {
+		for _, role := range Roles {
+			objs, err := Profile(mode, role)
+			if err != nil {
+				return nil, err
+			}
+			y, err := Encode(objs)
+			if err != nil {
+				return nil, err
+			}
+			dir := filepath.Join("deploy", "profiles", mode, role)
+			header := fmt.Sprintf("# Generated by deploy/render/cmd/gen from deploy/charts/relaytls\n# (mode=%s role=%s); do not edit. Change the chart and regenerate.\n", mode, role)
+			out = append(out,
+				GeneratedFile{Path: filepath.Join(dir, "relaytls.yaml"), Content: append([]byte(header), y...)},
+				GeneratedFile{Path: filepath.Join(dir, "kustomization.yaml"), Content: []byte(kustomization(mode, role))},
+			)
+		}
+	}
+	return out, nil
+}
+
+func kustomization(mode, role string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# relaytls profile: mode %s, %s cluster. Point an Argo CD Application\n", mode, role)
+	b.WriteString("# (or `kustomize build`) here, or at an overlay that uses this directory as\n")
+	b.WriteString("# its base. Objects are ordered with argocd.argoproj.io/sync-wave: CRDs and\n")
+	b.WriteString("# the namespace -3, identity and RBAC -2, relay-issuer -1, PKI 0,\n")
+	b.WriteString("# certificates 1, RelayIssuer 2, the relay-client Certificate 3.\n")
+	b.WriteString("# Nothing here is random or looked up from a cluster; no token is in Git\n")
+	b.WriteString("# (relay-issuer generates it, or you create the Secret).\n")
+	if role == "workload" && mode != "insecure" {
+		fmt.Fprintf(&b, "#\n# Overlay: replace the example cluster name %q", ExampleCluster)
+		if mode == "mtls-self-signed" || mode == "mtls-byo-ca" {
+			fmt.Fprintf(&b, " and endpoint %q,\n# for example with a patch on RelayIssuer relay (spec.remote.cluster,\n# spec.remote.endpoint), Certificate relay-client (spec.commonName,\n# spec.dnsNames) and ConfigMap relaytls-config.\n", ExampleEndpoint)
+		} else {
+			b.WriteString(" in ConfigMap relaytls-config.\n")
+		}
+	}
+	b.WriteString("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- relaytls.yaml\n")
+	return b.String()
+}
