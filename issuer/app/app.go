@@ -5,13 +5,16 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -20,11 +23,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/issuer/controller"
+	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/issuer/signer"
 )
 
@@ -48,8 +53,31 @@ type Options struct {
 	LeaderElectionID string
 	// MaxRetryDuration bounds how long a retryable signing error is retried.
 	MaxRetryDuration time.Duration
+	// MaxBackoff caps the retry delay of an issuer or request whose check or
+	// signing failed (an unreachable endpoint is retried at least this often).
+	MaxBackoff time.Duration
 	// Clock is the time source of the signer; nil is the real clock.
 	Clock clock.PassiveClock
+	// Issuance, when set, serves the issuance endpoint.
+	Issuance *Issuance
+	// Workers is the number of concurrent reconciles per controller.
+	Workers int
+	// SeveralPerProcess lets more than one relay-issuer run in one process
+	// (tests run a management and a workload issuer side by side); it turns
+	// off controller-runtime's check that controller names are unique.
+	SeveralPerProcess bool
+}
+
+// Issuance configures the issuance endpoint.
+type Issuance struct {
+	endpoint.Config
+	// ListenAddr is the endpoint's listen address; Listener, when set, is
+	// used instead (tests).
+	ListenAddr string
+	Listener   net.Listener
+	// TLS holds the serving certificate; its GetCertificate should follow
+	// the mounted Secret's rotation.
+	TLS *tls.Config
 }
 
 // Validate checks the options and fills in defaults.
@@ -62,6 +90,23 @@ func (o *Options) Validate() error {
 	}
 	if o.LeaderElectionID == "" {
 		o.LeaderElectionID = "relay-issuer.relaytls.io"
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	if is := o.Issuance; is != nil {
+		if is.ListenAddr == "" && is.Listener == nil {
+			return errors.New("the issuance endpoint needs --issuance-listen-address")
+		}
+		if is.TLS == nil {
+			return errors.New("the issuance endpoint needs a serving certificate (--issuance-tls-cert-dir)")
+		}
+		if is.Namespace == "" {
+			is.Namespace = o.Namespace
+		}
 	}
 	if o.MaxRetryDuration <= 0 {
 		return fmt.Errorf("--max-retry-duration must be positive, got %s", o.MaxRetryDuration)
@@ -101,6 +146,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	for _, ns := range o.secretNamespaces() {
 		secretNamespaces[ns] = cache.Config{}
 	}
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 100
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -109,6 +158,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		LeaderElectionID:              o.LeaderElectionID,
 		LeaderElectionNamespace:       o.Namespace,
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{SkipNameValidation: &o.SeveralPerProcess},
 		Cache: cache.Options{
 			// Secrets are cached only where the issuer may read them, which
 			// is also all its RBAC allows.
@@ -126,8 +176,25 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		SecretNamespaces:         o.secretNamespaces(),
 		Clock:                    o.Clock,
 	}
-	if err := controller.Setup(ctx, mgr, s, o.MaxRetryDuration); err != nil {
+	if err := controller.Setup(ctx, mgr, s, controller.Tuning{
+		MaxRetryDuration: o.MaxRetryDuration,
+		MaxBackoff:       o.MaxBackoff,
+		Workers:          o.Workers,
+	}); err != nil {
 		return err
+	}
+	if is := o.Issuance; is != nil {
+		cm, err := cmclient.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("creating the cert-manager client of the issuance endpoint: %w", err)
+		}
+		srv, err := endpoint.New(is.Config, cm, mgr.GetClient(), mgr.GetLogger().WithName("issuance"))
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(&endpoint.Runnable{Server: srv, Addr: is.ListenAddr, Listener: is.Listener, TLS: is.TLS}); err != nil {
+			return fmt.Errorf("adding the issuance endpoint: %w", err)
+		}
 	}
 	if o.HealthAddr != "0" && o.HealthAddr != "" {
 		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

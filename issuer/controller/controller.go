@@ -15,9 +15,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -37,21 +39,39 @@ const FieldOwner = "relaytls.io/relay-issuer"
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create,namespace=relaytls-system
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=create;delete,namespace=relaytls-system
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=relaytls-system
+
+// Tuning sets how the controllers retry and how many objects they work on
+// at once.
+type Tuning struct {
+	// MaxRetryDuration bounds how long a retryable signing error is retried
+	// before the request fails.
+	MaxRetryDuration time.Duration
+	// MaxBackoff caps the per-object retry delay after a failed check or
+	// signing, so an issuer recovers within that long of its cause going away.
+	MaxBackoff time.Duration
+	// Workers is the number of concurrent reconciles per controller.
+	Workers int
+}
 
 // Setup registers the issuer, CertificateRequest and Secret-following
 // controllers with the manager.
-func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, maxRetryDuration time.Duration) error {
+func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning) error {
 	c := &controllers.CombinedController{
 		IssuerTypes:        []issuerapi.Issuer{&relayv1.RelayIssuer{}},
 		ClusterIssuerTypes: []issuerapi.Issuer{&relayv1.RelayClusterIssuer{}},
 		FieldOwner:         FieldOwner,
-		MaxRetryDuration:   maxRetryDuration,
+		MaxRetryDuration:   tune.MaxRetryDuration,
 		Check:              s.Check,
 		Sign:               s.Sign,
 		EventRecorder:      mgr.GetEventRecorder("relay-issuer"),
 		// ca.crt must be the root (SPEC section 5), so the CA field is set.
-		SetCAOnCertificateRequest:      true,
+		SetCAOnCertificateRequest: true,
+		ControllerOptions: controller.Options{
+			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, tune.MaxBackoff),
+			MaxConcurrentReconciles: tune.Workers,
+		},
 		DisableKubernetesCSRController: true,
 		PreSetupWithManager: func(_ context.Context, gvk schema.GroupVersionKind, mgr ctrl.Manager, b *builder.Builder) error {
 			if gvk.Group != relayv1.GroupVersion.Group {

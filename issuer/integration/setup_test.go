@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,12 +36,12 @@ func repoPath(t *testing.T, rel string) string {
 	return filepath.Join(filepath.Dir(file), "..", "..", rel)
 }
 
-// startManagement starts a control plane with cert-manager, applies the RBAC
-// deploy/rbac ships and runs relay-issuer as its ServiceAccount.
-func startManagement(t *testing.T) *localcluster.Cluster {
+// startCluster starts a control plane with cert-manager and applies the RBAC
+// deploy/rbac ships.
+func startCluster(t *testing.T, name string) *localcluster.Cluster {
 	t.Helper()
 	c := localcluster.Start(t, localcluster.Options{
-		Name:    "management",
+		Name:    name,
 		CRDDirs: []string{repoPath(t, "deploy/crds")},
 	})
 	if err := relayv1.AddToScheme(c.Scheme); err != nil {
@@ -58,27 +59,46 @@ func startManagement(t *testing.T) *localcluster.Cluster {
 	if err := c.ApplyFiles(ctx, rbac...); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// runIssuer runs relay-issuer against c as its ServiceAccount, with the
+// RBAC deploy/rbac ships. The returned stop ends it and waits for it; it is
+// also called when the test ends.
+func runIssuer(t *testing.T, c *localcluster.Cluster, o app.Options) (stop func()) {
+	t.Helper()
 	cfg, _, err := c.AddServiceAccount(ns, "relay-issuer")
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.Namespace = ns
+	o.MetricsAddr, o.HealthAddr = "0", "0"
+	o.LeaderElect = true
+	o.SeveralPerProcess = true
+	if o.MaxRetryDuration == 0 {
+		o.MaxRetryDuration = time.Minute
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(runCtx, cfg, app.Options{
-			Namespace:        ns,
-			MetricsAddr:      "0",
-			HealthAddr:       "0",
-			LeaderElect:      true,
-			MaxRetryDuration: time.Minute,
+	go func() { done <- app.Run(runCtx, cfg, o) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("relay-issuer in %s: %v", c.Name, err)
+			}
 		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay-issuer: %v", err)
-		}
-	})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// startManagement starts a management cluster running relay-issuer.
+func startManagement(t *testing.T) *localcluster.Cluster {
+	t.Helper()
+	c := startCluster(t, "management")
+	runIssuer(t, c, app.Options{})
 	return c
 }
 

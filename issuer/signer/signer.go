@@ -1,7 +1,9 @@
-// Package signer is the CA-mode RelayIssuer: the Check and Sign functions that
-// issuer-lib calls. Sign enforces every rule of SPEC section 5 before it
-// signs; Check reports whether the issuer's Secrets are usable and creates
-// the token Secret when asked to.
+// Package signer holds the Check and Sign functions that issuer-lib calls for
+// RelayIssuers and RelayClusterIssuers. In CA mode, Sign enforces every rule
+// of SPEC section 5 before it signs, and Check reports whether the issuer's
+// Secrets are usable and creates the token Secret when asked to. In remote
+// mode, Sign proves the relay identity for the CSR and forwards it to the
+// management cluster's issuance endpoint (remote.go).
 package signer
 
 import (
@@ -71,16 +73,16 @@ func (s *Signer) now() time.Time {
 	return s.Clock.Now()
 }
 
-func caSpec(iss issuerapi.Issuer) (*relayv1.CAIssuerSpec, error) {
+func specOf(iss issuerapi.Issuer) (*relayv1.RelayIssuerSpec, error) {
 	obj, ok := iss.(relayv1.RelayIssuerObject)
 	if !ok {
 		return nil, signer.PermanentError{Err: fmt.Errorf("unexpected issuer type %T", iss)}
 	}
 	spec := obj.GetSpec()
-	if spec.CA == nil {
-		return nil, signer.PermanentError{Err: errors.New("spec.remote is not supported by this version of relay-issuer; use spec.ca")}
+	if (spec.CA == nil) == (spec.Remote == nil) {
+		return nil, signer.PermanentError{Err: errors.New("exactly one of spec.ca or spec.remote must be set")}
 	}
-	return spec.CA, nil
+	return spec, nil
 }
 
 func (s *Signer) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
@@ -141,11 +143,15 @@ func (s *Signer) loadTokens(ctx context.Context, ns string, spec *relayv1.CAIssu
 // retryable: the issuer watches its Secrets and is checked again when one
 // changes.
 func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
-	spec, err := caSpec(iss)
+	full, err := specOf(iss)
 	if err != nil {
 		return err
 	}
 	ns := SecretNamespace(iss, s.ClusterResourceNamespace)
+	if full.Remote != nil {
+		return s.checkRemote(ctx, ns, full.Remote)
+	}
+	spec := full.CA
 	if spec.TokenSecretRef != nil && spec.GenerateToken {
 		if err := s.ensureToken(ctx, ns, spec.TokenSecretRef); err != nil {
 			return err
@@ -215,11 +221,15 @@ func asRefusal(err error) error {
 // policy. A broken Secret is an IssuerError (the issuer turns not Ready and the
 // request waits); a refused request fails permanently with its reason.
 func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, iss issuerapi.Issuer) (signer.PEMBundle, error) {
-	spec, err := caSpec(iss)
+	full, err := specOf(iss)
 	if err != nil {
 		return signer.PEMBundle{}, err
 	}
 	ns := SecretNamespace(iss, s.ClusterResourceNamespace)
+	if full.Remote != nil {
+		return s.signRemote(ctx, cr, ns, full.Remote)
+	}
+	spec := full.CA
 
 	ca, err := s.loadCA(ctx, ns, spec)
 	if err != nil {

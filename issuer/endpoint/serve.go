@@ -1,0 +1,86 @@
+package endpoint
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/relaytls/relaytls/issuer/issuance"
+)
+
+// Runnable serves the endpoint on a listen address until its context ends.
+// It implements controller-runtime's manager.Runnable and runs on every
+// replica, leader or not: the endpoint only records requests.
+type Runnable struct {
+	Server *Server
+	// Addr is the listen address; Listener, when set, is used instead.
+	Addr     string
+	Listener net.Listener
+	// TLS holds the serving certificate (GetCertificate reloads it).
+	TLS *tls.Config
+	// GracePeriod is how long calls in progress may finish on shutdown.
+	GracePeriod time.Duration
+}
+
+// NeedLeaderElection reports false: every replica serves.
+func (r *Runnable) NeedLeaderElection() bool { return false }
+
+// Start serves until ctx ends, then drains.
+func (r *Runnable) Start(ctx context.Context) error {
+	if r.TLS == nil {
+		return errors.New("the issuance endpoint needs a TLS serving certificate")
+	}
+	lis := r.Listener
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", r.Addr); err != nil {
+			return fmt.Errorf("issuance endpoint: %w", err)
+		}
+	}
+	tlsCfg := r.TLS.Clone()
+	if tlsCfg.MinVersion < tls.VersionTLS12 {
+		tlsCfg.MinVersion = tls.VersionTLS12
+	}
+	g := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.MaxRecvMsgSize(issuance.MaxRequestBytes),
+		grpc.MaxConcurrentStreams(uint32(r.Server.cfg.MaxConcurrent*4)),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ConnectionTimeout(10*time.Second),
+	)
+	issuance.Register(g, r.Server)
+	hs := health.NewServer()
+	hs.SetServingStatus(issuance.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	r.Server.log.Info("issuance endpoint serving", "address", lis.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("issuance endpoint: %w", err)
+	case <-ctx.Done():
+	}
+	hs.Shutdown()
+	grace := r.GracePeriod
+	if grace <= 0 {
+		grace = 10 * time.Second
+	}
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		g.Stop()
+	}
+	return nil
+}

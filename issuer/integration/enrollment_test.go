@@ -1,0 +1,496 @@
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/e2e/kubeletdir"
+	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/issuer/app"
+	"github.com/relaytls/relaytls/issuer/endpoint"
+	"github.com/relaytls/relaytls/issuer/issuance"
+	"github.com/relaytls/relaytls/issuer/policy"
+)
+
+const serverName = "relay.mgmt.test"
+
+// enrollment is a management and a workload cluster with the issuance
+// endpoint between them.
+type enrollment struct {
+	mgmt, wl *localcluster.Cluster
+	addr     string // the endpoint's listen address
+	certDir  *kubeletdir.Dir
+	stopMgmt func()
+	// t is the test that owns the clusters; issuers started from a subtest
+	// must live as long as it, not as long as the subtest.
+	t *testing.T
+}
+
+// fileTLS serves the key pair projected in dir, read again on each
+// handshake, as a pod reading its mounted Secret would.
+func fileTLS(dir *kubeletdir.Dir) *tls.Config {
+	return &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := tls.LoadX509KeyPair(dir.File("tls.crt"), dir.File("tls.key"))
+		return &c, err
+	}}
+}
+
+// startMgmtIssuer runs the management relay-issuer with the endpoint on addr.
+func (e *enrollment) startMgmtIssuer() {
+	t := e.t
+	t.Helper()
+	lis, err := net.Listen("tcp", e.addr)
+	if err != nil {
+		t.Fatalf("listening on %s: %v", e.addr, err)
+	}
+	e.addr = lis.Addr().String()
+	e.stopMgmt = runIssuer(t, e.mgmt, app.Options{Issuance: &app.Issuance{
+		Config:   endpoint.Config{IssuerName: "relay", Timeout: time.Minute, RatePerCluster: 10, Burst: 10},
+		Listener: lis,
+		TLS:      fileTLS(e.certDir),
+	}})
+}
+
+// serve projects the management server Secret for the endpoint and starts the
+// management issuer and the workload issuer.
+func (e *enrollment) serve(t *testing.T) {
+	t.Helper()
+	var err error
+	if e.certDir, err = kubeletdir.New(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	server := getSecret(t, e.mgmt.Client, "relay-server-tls-secret")
+	if err := e.certDir.Write(map[string][]byte{"tls.crt": server.Data["tls.crt"], "tls.key": server.Data["tls.key"]}); err != nil {
+		t.Fatal(err)
+	}
+	e.addr = "127.0.0.1:0"
+	e.startMgmtIssuer()
+	runIssuer(t, e.wl, app.Options{})
+}
+
+// register copies what a workload cluster needs (the root's ca.crt and the
+// token, nothing else) and creates the remote issuer and the relay-client
+// Certificate, as `relayctl register` will.
+func (e *enrollment) register(t *testing.T, cluster string) {
+	t.Helper()
+	root := getSecret(t, e.mgmt.Client, "relay-root-tls-secret")
+	tok := getSecret(t, e.mgmt.Client, "relay-identity-token-secret")
+	createSecret(t, e.wl, "relay-root-tls-secret", map[string][]byte{"ca.crt": root.Data["ca.crt"]})
+	createSecret(t, e.wl, "relay-identity-token-secret", map[string][]byte{"token": tok.Data["token"]})
+	createRemoteIssuer(t, e.wl, "relay", cluster, e.addr, nil)
+	waitIssuer(t, e.wl, "relay", metav1.ConditionTrue, "")
+	createClientCertificate(t, e.wl, "relay-client", "relay-tls-client-secret", "relay", cluster)
+}
+
+func createRemoteIssuer(t *testing.T, c *localcluster.Cluster, name, cluster, addr string, tok *relayv1.TokenSecretRef) {
+	t.Helper()
+	iss := &relayv1.RelayIssuer{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: relayv1.RelayIssuerSpec{Remote: &relayv1.RemoteIssuerSpec{
+			Endpoint: addr, ServerName: serverName, Cluster: cluster, TokenSecretRef: tok,
+		}},
+	}
+	if err := c.Client.Create(t.Context(), iss); err != nil {
+		t.Fatalf("creating the remote RelayIssuer %s: %v", name, err)
+	}
+}
+
+func createClientCertificate(t *testing.T, c *localcluster.Cluster, name, secret, issuer, dnsName string) {
+	t.Helper()
+	crt := &cmapi.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: cmapi.CertificateSpec{
+			SecretName:  secret,
+			DNSNames:    []string{dnsName},
+			Duration:    &metav1.Duration{Duration: 2 * time.Hour},
+			RenewBefore: &metav1.Duration{Duration: 40 * time.Minute},
+			Usages:      []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageClientAuth},
+			PrivateKey:  &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways},
+			IssuerRef:   cmmeta.IssuerReference{Group: relayv1.GroupVersion.Group, Kind: "RelayIssuer", Name: issuer},
+		},
+	}
+	if err := c.Client.Create(t.Context(), crt); err != nil {
+		t.Fatalf("creating Certificate %s: %v", name, err)
+	}
+}
+
+// verifyClientSecret checks relay-tls-client-secret: tls.crt is leaf +
+// intermediate, ca.crt the root, the leaf verifies for client auth with DNS
+// SAN = cluster and carries tls.key's public key.
+func verifyClientSecret(t *testing.T, c *localcluster.Cluster, name, cluster string, root *x509.Certificate) *x509.Certificate {
+	t.Helper()
+	s := getSecret(t, c.Client, name)
+	chain := parseChain(t, s.Data["tls.crt"])
+	if len(chain) != 2 || !chain[1].IsCA {
+		t.Fatalf("tls.crt holds %d certificates; want leaf + intermediate", len(chain))
+	}
+	cas := parseChain(t, s.Data["ca.crt"])
+	if len(cas) != 1 || !cas[0].Equal(root) {
+		t.Fatal("ca.crt is not the management root")
+	}
+	roots, inters := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root)
+	inters.AddCert(chain[1])
+	leaf := chain[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("the client certificate does not verify against the root: %v", err)
+	}
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != cluster {
+		t.Fatalf("client certificate DNS SANs %v; want [%s]", leaf.DNSNames, cluster)
+	}
+	key, err := pki.DecodePrivateKeyBytes(s.Data["tls.key"])
+	if err != nil {
+		t.Fatalf("tls.key: %v", err)
+	}
+	if ok, err := pki.PublicKeyMatchesCertificate(key.Public(), leaf); err != nil || !ok {
+		t.Fatal("tls.key does not match tls.crt")
+	}
+	return leaf
+}
+
+// renew marks a Certificate for renewal the way `cmctl renew` does.
+func renew(t *testing.T, c *localcluster.Cluster, name string) {
+	t.Helper()
+	eventually(t, 10*time.Second, "marking "+name+" for renewal", func(ctx context.Context) (bool, string, error) {
+		var cur cmapi.Certificate
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cur); err != nil {
+			return false, err.Error(), nil
+		}
+		cur.Status.Conditions = append(cur.Status.Conditions, cmapi.CertificateCondition{
+			Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue,
+			Reason: "ManuallyTriggered", Message: "renewal requested by the test",
+		})
+		if err := c.Client.Status().Update(ctx, &cur); err != nil {
+			return false, err.Error(), nil
+		}
+		return true, "", nil
+	})
+}
+
+func waitCertificateReady(t *testing.T, c *localcluster.Cluster, name string) {
+	t.Helper()
+	eventually(t, 60*time.Second, "Certificate "+name+" Ready", func(ctx context.Context) (bool, string, error) {
+		var crt cmapi.Certificate
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &crt); err != nil {
+			return false, err.Error(), nil
+		}
+		for _, cond := range crt.Status.Conditions {
+			if cond.Type == cmapi.CertificateConditionReady {
+				return cond.Status == cmmeta.ConditionTrue, cond.Reason + ": " + cond.Message, nil
+			}
+		}
+		return false, "no Ready condition", nil
+	})
+}
+
+// waitNoEnrollmentRequests waits until the endpoint has removed every
+// CertificateRequest it created in the management cluster.
+func waitNoEnrollmentRequests(t *testing.T, c *localcluster.Cluster) {
+	t.Helper()
+	eventually(t, 30*time.Second, "the management enrollment CertificateRequests to be deleted", func(ctx context.Context) (bool, string, error) {
+		var l cmapi.CertificateRequestList
+		if err := c.Client.List(ctx, &l, client.InNamespace(ns), client.MatchingLabels{endpoint.LabelEnrollment: "true"}); err != nil {
+			return false, err.Error(), nil
+		}
+		return len(l.Items) == 0, fmt.Sprintf("%d left", len(l.Items)), nil
+	})
+}
+
+// enrollAndRenew is what modes 4 and 5 share: the workload relay-client
+// Certificate becomes Ready, verifies against the root, renews with a new
+// key and serial, and the management side keeps no requests.
+func enrollAndRenew(t *testing.T, e *enrollment, root *x509.Certificate) {
+	t.Helper()
+	e.register(t, "cluster-1")
+	waitCertificateReady(t, e.wl, "relay-client")
+	first := verifyClientSecret(t, e.wl, "relay-tls-client-secret", "cluster-1", root)
+
+	renew(t, e.wl, "relay-client")
+	serial := waitSecretSerial(t, e.wl.Client, "relay-tls-client-secret", first.SerialNumber)
+	waitCertificateReady(t, e.wl, "relay-client")
+	second := verifyClientSecret(t, e.wl, "relay-tls-client-secret", "cluster-1", root)
+	if second.SerialNumber.Cmp(serial) != 0 || second.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Fatal("the renewal did not give a new serial")
+	}
+	if same, _ := pki.PublicKeysEqual(first.PublicKey, second.PublicKey); same {
+		t.Fatal("the renewal kept the old key")
+	}
+	waitNoEnrollmentRequests(t, e.mgmt)
+}
+
+// TestEnrollmentSelfSigned is mode 4: cert-manager builds the whole chain in
+// the management cluster and the issuer generates the token.
+func TestEnrollmentSelfSigned(t *testing.T) {
+	e := &enrollment{mgmt: startCluster(t, "management"), wl: startCluster(t, "workload"), t: t}
+	ctx := t.Context()
+	ca := func(name, secret, issuer string, isCA bool, extra func(*cmapi.CertificateSpec)) *cmapi.Certificate {
+		crt := &cmapi.Certificate{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: cmapi.CertificateSpec{
+				CommonName: name, SecretName: secret, IsCA: isCA,
+				PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256},
+				IssuerRef:  cmmeta.IssuerReference{Kind: "Issuer", Name: issuer},
+			},
+		}
+		if extra != nil {
+			extra(&crt.Spec)
+		}
+		return crt
+	}
+	for _, obj := range []client.Object{
+		&cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "selfsigned"}, Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}}},
+		ca("relay-root", "relay-root-tls-secret", "selfsigned", true, nil),
+		&cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "relay-root"}, Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "relay-root-tls-secret"}}}},
+		ca("relay-intermediate", "relay-tls-signing-secret", "relay-root", true, nil),
+		ca("relay-server", "relay-server-tls-secret", "relay-root", false, func(s *cmapi.CertificateSpec) {
+			s.DNSNames = []string{serverName}
+			s.IPAddresses = []string{"127.0.0.1"}
+			s.Usages = []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageServerAuth}
+		}),
+	} {
+		if err := e.mgmt.Client.Create(ctx, obj); err != nil {
+			t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+		}
+	}
+	for _, name := range []string{"relay-root", "relay-intermediate", "relay-server"} {
+		waitCertificateReady(t, e.mgmt, name)
+	}
+	createIssuer(t, e.mgmt, "relay", relayv1.CAIssuerSpec{TokenSecretRef: &relayv1.TokenSecretRef{}, GenerateToken: true})
+	e.serve(t)
+	waitIssuer(t, e.mgmt, "relay", metav1.ConditionTrue, "")
+	root := parseChain(t, getSecret(t, e.mgmt.Client, "relay-root-tls-secret").Data["ca.crt"])[0]
+	enrollAndRenew(t, e, root)
+}
+
+// TestEnrollmentBringYourOwn is mode 5 (a user's PKI and token, stored by
+// hand) and the refusals of the enrollment path.
+func TestEnrollmentBringYourOwn(t *testing.T) {
+	e := &enrollment{mgmt: startCluster(t, "management"), wl: startCluster(t, "workload"), t: t}
+	root := testpki.Root(t, "user root")
+	inter := testpki.Intermediate(t, root, "user intermediate")
+	server := testpki.Issue(t, root, testpki.Options{CommonName: serverName, DNSNames: []string{serverName}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	createSecret(t, e.mgmt, "relay-root-tls-secret", map[string][]byte{"ca.crt": root.CertPEM()})
+	createSecret(t, e.mgmt, "relay-tls-signing-secret", map[string][]byte{"tls.crt": inter.CertPEM(), "tls.key": inter.KeyPEM(t), "ca.crt": root.CertPEM()})
+	createSecret(t, e.mgmt, "relay-server-tls-secret", map[string][]byte{"tls.crt": server.CertPEM(), "tls.key": server.KeyPEM(t), "ca.crt": root.CertPEM()})
+	createSecret(t, e.mgmt, "relay-identity-token-secret", map[string][]byte{"token": []byte(token)})
+	createIssuer(t, e.mgmt, "relay", relayv1.CAIssuerSpec{TokenSecretRef: &relayv1.TokenSecretRef{}})
+	e.serve(t)
+	waitIssuer(t, e.mgmt, "relay", metav1.ConditionTrue, "")
+	enrollAndRenew(t, e, root.Cert)
+
+	t.Run("a wrong token gets no certificate, and the request says why", func(t *testing.T) {
+		createSecret(t, e.wl, "wrong-token", map[string][]byte{"token": []byte(wrongToken)})
+		createRemoteIssuer(t, e.wl, "wrong", "cluster-2", e.addr, &relayv1.TokenSecretRef{Name: "wrong-token"})
+		waitIssuer(t, e.wl, "wrong", metav1.ConditionTrue, "")
+		createClientCertificate(t, e.wl, "wrong-client", "wrong-client-tls", "wrong", "cluster-2")
+		cr := waitCertificateRequestFor(t, e.wl, "wrong-client")
+		inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest)
+		if inv == nil || inv.Reason != policy.ReasonInvalidIdentityProof || !strings.Contains(inv.Message, "identity proof was refused") {
+			t.Fatalf("InvalidRequest condition %+v; want reason %s saying the identity proof was refused", inv, policy.ReasonInvalidIdentityProof)
+		}
+		if r := crCondition(cr, cmapi.CertificateRequestConditionReady); !strings.Contains(r.Message, "identity proof was refused") || len(cr.Status.Certificate) > 0 {
+			t.Fatalf("Ready message %q, %d certificate bytes; want the refusal and no certificate", r.Message, len(cr.Status.Certificate))
+		}
+		var s corev1.Secret
+		if err := e.wl.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "wrong-client-tls"}, &s); err == nil && len(s.Data["tls.crt"]) > 0 {
+			t.Fatal("a certificate exists for the wrong token")
+		}
+	})
+
+	t.Run("a cluster name that does not match the CSR is refused", func(t *testing.T) {
+		createRemoteIssuer(t, e.wl, "mismatch", "cluster-3", e.addr, nil)
+		waitIssuer(t, e.wl, "mismatch", metav1.ConditionTrue, "")
+		createClientCertificate(t, e.wl, "mismatch-client", "mismatch-client-tls", "mismatch", "cluster-1")
+		cr := waitCertificateRequestFor(t, e.wl, "mismatch-client")
+		if inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonIdentityMismatch {
+			t.Fatalf("InvalidRequest condition %+v; want reason %s", inv, policy.ReasonIdentityMismatch)
+		}
+	})
+
+	t.Run("a renewal while the endpoint is down leaves the Secret alone and succeeds once it is back", func(t *testing.T) {
+		before := getSecret(t, e.wl.Client, "relay-tls-client-secret")
+		e.stopMgmt()
+		renew(t, e.wl, "relay-client")
+		cr := waitPendingRequestFor(t, e.wl, "relay-client")
+		if r := crCondition(cr, cmapi.CertificateRequestConditionReady); !strings.Contains(r.Message, "issuance endpoint") {
+			t.Fatalf("pending request message %q does not mention the endpoint", r.Message)
+		}
+		consistently(t, 3*time.Second, "the client Secret stays untouched while the endpoint is down", func(ctx context.Context) (bool, string, error) {
+			cur := getSecret(t, e.wl.Client, "relay-tls-client-secret")
+			return string(cur.Data["tls.crt"]) == string(before.Data["tls.crt"]) && string(cur.Data["tls.key"]) == string(before.Data["tls.key"]), "the Secret changed", nil
+		})
+		e.startMgmtIssuer()
+		old := parseChain(t, before.Data["tls.crt"])[0]
+		waitSecretSerial(t, e.wl.Client, "relay-tls-client-secret", old.SerialNumber)
+		waitCertificateReady(t, e.wl, "relay-client")
+		verifyClientSecret(t, e.wl, "relay-tls-client-secret", "cluster-1", root.Cert)
+	})
+
+	// Direct calls to the endpoint, as a misbehaving or busy caller.
+	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool(root.Cert), ServerName: serverName})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ic := issuance.NewClient(cc)
+	goodRequest := func(t *testing.T, cluster string) *issuance.SignRequest {
+		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{cluster}})
+		return &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: proof.Identity(proof.Token(token), cluster, der),
+			Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
+	}
+
+	t.Run("oversized and malformed requests are refused with a reason", func(t *testing.T) {
+		big := goodRequest(t, "cluster-9")
+		big.CSR = append(big.CSR, make([]byte, issuance.MaxRequestBytes)...)
+		garbled := goodRequest(t, "cluster-9")
+		garbled.CSR = []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+		badName := goodRequest(t, "cluster-9")
+		badName.Cluster = "Not_A_Label"
+		noProof := goodRequest(t, "cluster-9")
+		noProof.Proof = ""
+		for _, tc := range []struct {
+			name   string
+			req    *issuance.SignRequest
+			code   codes.Code
+			reason string
+		}{
+			{"oversized", big, codes.ResourceExhausted, ""},
+			{"CSR that does not parse", garbled, codes.InvalidArgument, policy.ReasonInvalidCSR},
+			{"cluster name not a DNS label", badName, codes.InvalidArgument, policy.ReasonInvalidCluster},
+			{"no proof", noProof, codes.InvalidArgument, policy.ReasonMissingIdentityProof},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := ic.Sign(t.Context(), tc.req)
+				if status.Code(err) != tc.code || issuance.ReasonOf(err) != tc.reason {
+					t.Fatalf("got %v (reason %q); want code %s reason %q", err, issuance.ReasonOf(err), tc.code, tc.reason)
+				}
+			})
+		}
+	})
+
+	t.Run("a burst of 200 concurrent enrollments is served without errors", func(t *testing.T) {
+		const n = 200
+		reqs := make([]*issuance.SignRequest, n)
+		for i := range reqs {
+			reqs[i] = goodRequest(t, fmt.Sprintf("burst-%d", i))
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range reqs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := ic.Sign(t.Context(), reqs[i])
+				if err == nil {
+					leaf := parseChain(t, resp.Certificate)[0]
+					if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != reqs[i].Cluster {
+						err = fmt.Errorf("certificate for %v, want %s", leaf.DNSNames, reqs[i].Cluster)
+					}
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		failed := 0
+		for i, err := range errs {
+			if err != nil {
+				failed++
+				if failed <= 5 {
+					t.Errorf("enrollment %d: %v", i, err)
+				}
+			}
+		}
+		if failed > 0 {
+			t.Fatalf("%d of %d enrollments failed", failed, n)
+		}
+		waitNoEnrollmentRequests(t, e.mgmt)
+	})
+}
+
+func pool(certs ...*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
+}
+
+// requestsFor lists the CertificateRequests cert-manager made for a Certificate.
+func requestsFor(ctx context.Context, c *localcluster.Cluster, certificate string) ([]cmapi.CertificateRequest, error) {
+	var l cmapi.CertificateRequestList
+	if err := c.Client.List(ctx, &l, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	var out []cmapi.CertificateRequest
+	for _, cr := range l.Items {
+		for _, o := range cr.OwnerReferences {
+			if o.Kind == "Certificate" && o.Name == certificate {
+				out = append(out, cr)
+			}
+		}
+	}
+	return out, nil
+}
+
+// waitCertificateRequestFor waits for a failed request of a Certificate.
+func waitCertificateRequestFor(t *testing.T, c *localcluster.Cluster, certificate string) *cmapi.CertificateRequest {
+	t.Helper()
+	var found *cmapi.CertificateRequest
+	eventually(t, 60*time.Second, "a failed CertificateRequest for "+certificate, func(ctx context.Context) (bool, string, error) {
+		crs, err := requestsFor(ctx, c, certificate)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		for i := range crs {
+			if r := crCondition(&crs[i], cmapi.CertificateRequestConditionReady); r != nil && r.Reason == cmapi.CertificateRequestReasonFailed {
+				found = &crs[i]
+				return true, "", nil
+			}
+		}
+		return false, fmt.Sprintf("%d requests, none failed", len(crs)), nil
+	})
+	return found
+}
+
+// waitPendingRequestFor waits for a request of a Certificate that is pending
+// on a retry.
+func waitPendingRequestFor(t *testing.T, c *localcluster.Cluster, certificate string) *cmapi.CertificateRequest {
+	t.Helper()
+	var found *cmapi.CertificateRequest
+	eventually(t, 60*time.Second, "a pending CertificateRequest for "+certificate, func(ctx context.Context) (bool, string, error) {
+		crs, err := requestsFor(ctx, c, certificate)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		for i := range crs {
+			r := crCondition(&crs[i], cmapi.CertificateRequestConditionReady)
+			if r != nil && r.Reason == cmapi.CertificateRequestReasonPending && strings.Contains(r.Message, "will retry") {
+				found = &crs[i]
+				return true, "", nil
+			}
+		}
+		return false, fmt.Sprintf("%d requests, none pending on a retry", len(crs)), nil
+	})
+	return found
+}

@@ -1,0 +1,185 @@
+package signer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	"github.com/cert-manager/issuer-lib/controllers/signer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/issuer/issuance"
+	"github.com/relaytls/relaytls/issuer/policy"
+)
+
+// RemoteCallTimeout bounds one call to the issuance endpoint. The endpoint
+// waits for the management issuer, so it is longer than a network timeout.
+const RemoteCallTimeout = 45 * time.Second
+
+// ReasonRefusedByManagement is the reason of a refusal the endpoint gave
+// without a reason of its own.
+const ReasonRefusedByManagement = "RefusedByManagement"
+
+// remoteMaterial is what a remote issuer needs from its Secrets.
+type remoteMaterial struct {
+	roots *x509.CertPool
+	token proof.Token
+}
+
+func (s *Signer) loadRemote(ctx context.Context, ns string, spec *relayv1.RemoteIssuerSpec) (*remoteMaterial, error) {
+	bundle, err := s.getSecret(ctx, ns, orDefault(spec.TrustBundleSecretName, relayv1.DefaultRootSecretName))
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := secretKey(bundle, "ca.crt")
+	if err != nil {
+		return nil, err
+	}
+	cas, err := pki.DecodeX509CertificateSetBytes(caPEM)
+	if err != nil {
+		return nil, secretError(bundle, "ca.crt is not a PEM certificate bundle: %v", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range cas {
+		pool.AddCert(c)
+	}
+	ref := spec.TokenSecretRef
+	if ref == nil {
+		ref = &relayv1.TokenSecretRef{}
+	}
+	name, key := tokenRef(ref)
+	tokSecret, err := s.getSecret(ctx, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := LoadToken(tokSecret, key)
+	if err != nil {
+		return nil, err
+	}
+	return &remoteMaterial{roots: pool, token: tok}, nil
+}
+
+func serverName(spec *relayv1.RemoteIssuerSpec) string {
+	if spec.ServerName != "" {
+		return spec.ServerName
+	}
+	host, _, err := net.SplitHostPort(spec.Endpoint)
+	if err != nil {
+		return spec.Endpoint
+	}
+	return host
+}
+
+func dial(spec *relayv1.RemoteIssuerSpec, m *remoteMaterial) (*grpc.ClientConn, error) {
+	creds := credentials.NewTLS(&tls.Config{
+		RootCAs:    m.roots,
+		ServerName: serverName(spec),
+		MinVersion: tls.VersionTLS12,
+	})
+	cc, err := grpc.NewClient(spec.Endpoint, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, fmt.Errorf("issuance endpoint %q: %w", spec.Endpoint, err)
+	}
+	return cc, nil
+}
+
+// checkRemote verifies the Secrets and that the endpoint answers over TLS
+// with a certificate the trust bundle verifies for the expected name. An
+// unreachable endpoint makes the issuer not Ready with a message saying so;
+// it is checked again with backoff and whenever a Secret changes.
+func (s *Signer) checkRemote(ctx context.Context, ns string, spec *relayv1.RemoteIssuerSpec) error {
+	m, err := s.loadRemote(ctx, ns, spec)
+	if err != nil {
+		return err
+	}
+	cc, err := dial(spec, m)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: issuance.ServiceName}, grpc.WaitForReady(true))
+	if err != nil {
+		return fmt.Errorf("issuance endpoint %s (server name %q) is unreachable: %s", spec.Endpoint, serverName(spec), status.Convert(err).Message())
+	}
+	if resp.Status != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("issuance endpoint %s is reachable but not serving (%s)", spec.Endpoint, resp.Status)
+	}
+	return nil
+}
+
+// signRemote proves the relay identity for the CSR and forwards it. A
+// refusal by the management cluster fails the request with the management
+// issuer's reason; an unreachable or busy endpoint is retried.
+func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObject, ns string, spec *relayv1.RemoteIssuerSpec) (signer.PEMBundle, error) {
+	m, err := s.loadRemote(ctx, ns, spec)
+	if err != nil {
+		return signer.PEMBundle{}, signer.IssuerError{Err: err}
+	}
+	details, err := cr.GetCertificateDetails()
+	if err != nil {
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the request's usages are invalid: %v", err)})
+	}
+	block, _ := pem.Decode(details.CSR)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: "the request does not hold a PEM CERTIFICATE REQUEST"})
+	}
+	var usages []string
+	for _, u := range append(apiutil.KeyUsageStrings(details.KeyUsage), apiutil.ExtKeyUsageStrings(details.ExtKeyUsage)...) {
+		usages = append(usages, string(u))
+	}
+	req := &issuance.SignRequest{
+		Cluster:         spec.Cluster,
+		CSR:             details.CSR,
+		Proof:           proof.Identity(m.token, spec.Cluster, block.Bytes),
+		Usages:          usages,
+		DurationSeconds: int64(details.Duration / time.Second),
+		IsCA:            details.IsCA,
+	}
+	cc, err := dial(spec, m)
+	if err != nil {
+		return signer.PEMBundle{}, signer.IssuerError{Err: err}
+	}
+	defer cc.Close()
+	callCtx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	defer cancel()
+	resp, err := issuance.NewClient(cc).Sign(callCtx, req)
+	if err == nil {
+		return signer.PEMBundle{ChainPEM: resp.Certificate, CAPEM: resp.CA}, nil
+	}
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.InvalidArgument, codes.PermissionDenied:
+		reason := issuance.ReasonOf(err)
+		if reason == "" {
+			reason = ReasonRefusedByManagement
+		}
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: reason, Message: "the management cluster refused the request: " + st.Message()})
+	default:
+		return signer.PEMBundle{}, signer.PendingError{
+			Err:          fmt.Errorf("issuance endpoint %s: %s (%s); will retry", spec.Endpoint, st.Message(), st.Code()),
+			RequeueAfter: retryAfter(time.Since(cr.GetCreationTimestamp().Time)),
+		}
+	}
+}
+
+// retryAfter grows with the request's age, from 2 s to 60 s, with jitter so
+// many clusters that lost the endpoint together do not return together.
+func retryAfter(age time.Duration) time.Duration {
+	d := min(max(age/4, 2*time.Second), 60*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
