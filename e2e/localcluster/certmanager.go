@@ -41,23 +41,25 @@ import (
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/selfsigned"
 )
 
-// DefaultControllers are the cert-manager controllers a Cluster runs: the
-// whole Certificate lifecycle, the approver, the CA and SelfSigned
+// DefaultControllers returns the cert-manager controllers a Cluster runs:
+// the whole Certificate lifecycle, the approver, the CA and SelfSigned
 // CertificateRequest signers, and the Issuer and ClusterIssuer controllers.
 // ACME, Vault, Venafi, ingress/gateway shims and Kubernetes CSR signing are
 // left out.
-var DefaultControllers = []string{
-	"certificates-trigger",
-	"certificates-issuing",
-	"certificates-key-manager",
-	"certificates-request-manager",
-	"certificates-readiness",
-	"certificates-revision-manager",
-	"certificaterequests-approver",
-	"certificaterequests-issuer-ca",
-	"certificaterequests-issuer-selfsigned",
-	"issuers",
-	"clusterissuers",
+func DefaultControllers() []string {
+	return []string{
+		"certificates-trigger",
+		"certificates-issuing",
+		"certificates-key-manager",
+		"certificates-request-manager",
+		"certificates-readiness",
+		"certificates-revision-manager",
+		"certificaterequests-approver",
+		"certificaterequests-issuer-ca",
+		"certificaterequests-issuer-selfsigned",
+		"issuers",
+		"clusterissuers",
+	}
 }
 
 //go:embed rbac/cert-manager.yaml

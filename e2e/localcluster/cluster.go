@@ -56,10 +56,12 @@ const (
 	ClientBurst = 400
 )
 
-// DefaultCopiedAnnotationPrefixes is cert-manager's default for which
+// DefaultCopiedAnnotationPrefixes returns cert-manager's default for which
 // Certificate annotations are copied to its CertificateRequests: all but
 // those of kubectl, Flux and Argo CD.
-var DefaultCopiedAnnotationPrefixes = []string{"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/"}
+func DefaultCopiedAnnotationPrefixes() []string {
+	return []string{"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/"}
+}
 
 // Identities under which cert-manager runs in every Cluster.
 const (
@@ -109,7 +111,7 @@ type Options struct {
 	CertificateRequestMaximumBackoff time.Duration
 
 	// CopiedAnnotationPrefixes selects the Certificate annotations copied to
-	// CertificateRequests. Default DefaultCopiedAnnotationPrefixes.
+	// CertificateRequests. Default DefaultCopiedAnnotationPrefixes().
 	CopiedAnnotationPrefixes []string
 
 	// KubernetesAPIQPS and KubernetesAPIBurst are cert-manager's client rate
@@ -122,7 +124,7 @@ type Options struct {
 	Workers int
 
 	// Controllers are the cert-manager controllers to run, by name. Default
-	// DefaultControllers.
+	// DefaultControllers().
 	Controllers []string
 
 	// LogVerbosity is the logr verbosity of cert-manager's controllers and of
@@ -304,7 +306,7 @@ func (o *Options) complete() error {
 		return fmt.Errorf("Options.CertificateRequestMaximumBackoff (%s) is below CertificateRequestMinimumBackoff (%s)", o.CertificateRequestMaximumBackoff, o.CertificateRequestMinimumBackoff)
 	}
 	if o.CopiedAnnotationPrefixes == nil {
-		o.CopiedAnnotationPrefixes = DefaultCopiedAnnotationPrefixes
+		o.CopiedAnnotationPrefixes = DefaultCopiedAnnotationPrefixes()
 	}
 	if o.KubernetesAPIQPS == 0 {
 		o.KubernetesAPIQPS = DefaultKubernetesAPIQPS
@@ -316,7 +318,7 @@ func (o *Options) complete() error {
 		o.Workers = DefaultWorkers
 	}
 	if o.Controllers == nil {
-		o.Controllers = DefaultControllers
+		o.Controllers = DefaultControllers()
 	}
 	return nil
 }

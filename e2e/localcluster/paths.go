@@ -7,9 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"unicode"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 )
 
 // BinaryDirEnv names the environment variable that overrides where the
@@ -74,11 +78,17 @@ func repoRoot() (string, error) {
 }
 
 // certManagerCRDDir finds deploy/crds in the cert-manager module this program
-// was built with. It prefers the build information and the module cache (no
-// `go` command at run time) and falls back to `go list -m` once.
+// was built with, without running the go command when it can: from where
+// the linked cert-manager sources were compiled (works in test binaries,
+// which carry no module list), then from the build information, and only
+// then from `go list -m`.
 func certManagerCRDDir() (string, error) {
 	var tried []string
-	if dir, ok := certManagerDirFromBuildInfo(); ok {
+	for _, find := range []func() (string, bool){certManagerDirFromSource, certManagerDirFromBuildInfo} {
+		dir, ok := find()
+		if !ok {
+			continue
+		}
 		crds := filepath.Join(dir, "deploy", "crds")
 		if isDir(crds) {
 			return crds, nil
@@ -104,6 +114,32 @@ func certManagerCRDDir() (string, error) {
 	}
 	return "", fmt.Errorf("cannot find cert-manager's CRDs (tried %s): run `go mod download %s` in the repository, or set Options.CertManagerCRDDir to its deploy/crds directory",
 		strings.Join(tried, "; "), certManagerModule)
+}
+
+// certManagerDirFromSource returns the cert-manager module directory from the
+// source file name the compiler recorded for one of its functions: an
+// absolute path into the module cache, or with -trimpath "module@version/...",
+// which is then looked up in the module cache.
+func certManagerDirFromSource() (string, bool) {
+	fn := runtime.FuncForPC(reflect.ValueOf(cmapi.Resource).Pointer())
+	if fn == nil {
+		return "", false
+	}
+	file, _ := fn.FileLine(fn.Entry())
+	file = filepath.ToSlash(file)
+	const suffix = "/pkg/apis/certmanager/v1/register.go"
+	if !strings.HasSuffix(file, suffix) {
+		return "", false
+	}
+	dir := filepath.FromSlash(strings.TrimSuffix(file, suffix))
+	if !filepath.IsAbs(dir) {
+		cache := moduleCache()
+		if cache == "" {
+			return "", false
+		}
+		dir = filepath.Join(cache, dir)
+	}
+	return dir, true
 }
 
 // certManagerDirFromBuildInfo returns the module cache directory of the
