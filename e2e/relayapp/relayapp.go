@@ -257,8 +257,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	delay := 20 * time.Millisecond
 	for ctx.Err() == nil {
 		// The stream outlives ctx by the clean close exchange performs.
+		// Until the stream exists, ending ctx ends the wait for it.
 		sctx, scancel := context.WithCancel(context.WithoutCancel(ctx))
+		stop := context.AfterFunc(ctx, scancel)
 		st, err := cc.NewStream(sctx, desc, Method, grpc.WaitForReady(true))
+		stop()
 		if err == nil {
 			a.c.streams.Add(1)
 			err = exchange(ctx, st, a.o, &a.c, st.CloseSend)
