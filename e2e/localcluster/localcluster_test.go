@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -93,11 +94,13 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: requester}
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
 `, ns))
-	aliceConfig, aliceKubeconfig := must2(c.AddUser("alice", "requesters"))(t)
-	if aliceKubeconfig == "" {
-		t.Fatal("AddUser returned no kubeconfig path")
+	_, aliceKubeconfig := must2(c.AddUser("alice", "requesters"))(t)
+	// The kubeconfig file is what out-of-process components get; use it.
+	alice := newClient(t, c, must(clientcmd.BuildConfigFromFlags("", aliceKubeconfig))(t))
+	admin := newClient(t, c, must(clientcmd.BuildConfigFromFlags("", c.KubeconfigPath))(t))
+	if err := admin.List(ctx, &corev1.NamespaceList{}); err != nil {
+		t.Fatalf("the admin kubeconfig %s does not work: %v", c.KubeconfigPath, err)
 	}
-	alice := newClient(t, c, aliceConfig)
 
 	t.Run("webhook sets spec.username and keeps the spec immutable", func(t *testing.T) {
 		cr := newRequest(t, ns, "alice-request", cmmeta.IssuerReference{Name: "ca", Kind: "Issuer", Group: "cert-manager.io"})
