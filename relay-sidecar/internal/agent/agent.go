@@ -65,6 +65,9 @@ type Config struct {
 	Log     *slog.Logger
 }
 
+// windowSize is the HTTP/2 stream flow-control window (as the server's).
+const windowSize = 1 << 20
+
 // Agent is the agent role.
 type Agent struct {
 	cfg    Config
@@ -168,6 +171,8 @@ func (a *Agent) dial() (*relayConn, error) {
 			MinConnectTimeout: 10 * time.Second,
 		}),
 		grpc.WithIdleTimeout(0),
+		grpc.WithInitialWindowSize(windowSize),
+		grpc.WithInitialConnWindowSize(4*windowSize),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(frame.Codec{})),
 	)
 	if err != nil {

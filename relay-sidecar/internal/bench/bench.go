@@ -80,8 +80,8 @@ func serve(lis net.Listener, wrap func(net.Conn) net.Conn) {
 // Material is a CA with a server and a client certificate on disk in
 // kubelet layout.
 type Material struct {
-	CA                 *testpki.CA
-	Server, Client     *testpki.Issued
+	CA                  *testpki.CA
+	Server, Client      *testpki.Issued
 	ServerDir, AgentDir string // hold tls/, ca/
 }
 

@@ -74,6 +74,9 @@ type HandshakeInfo struct {
 	Remote       net.Addr
 }
 
+// WindowSize is the HTTP/2 stream flow-control window both roles use.
+const WindowSize = 1 << 20
+
 // Server is the server role.
 type Server struct {
 	cfg      Config
@@ -121,6 +124,10 @@ func New(cfg Config) (*Server, error) {
 		grpc.ForceServerCodec(frame.Codec{}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.PingInterval, Timeout: cfg.PingTimeout}),
+		// Tunnels are bulk byte streams: larger flow-control windows than
+		// gRPC's 64 KiB start keep a single tunnel from stalling on acks.
+		grpc.InitialWindowSize(WindowSize),
+		grpc.InitialConnWindowSize(4*WindowSize),
 	)
 	s.g.RegisterService(frame.ServiceDesc(s), s)
 	return s, nil
