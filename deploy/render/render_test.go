@@ -1,0 +1,206 @@
+package render_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/relaytls/relaytls/deploy/render"
+)
+
+func chart(t *testing.T, values map[string]any) *render.Rendered {
+	t.Helper()
+	r, err := render.Chart(render.ChartDir(), render.ChartOptions{Values: values})
+	if err != nil {
+		t.Fatalf("rendering the chart with %v: %v", values, err)
+	}
+	return r
+}
+
+func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
+func kinds(objs []*unstructured.Unstructured) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.GetKind()+"/"+o.GetName())
+	}
+	return out
+}
+
+// TestGeneratedUpToDate fails when the chart's copies of deploy/rbac and
+// deploy/crds, or the profiles, differ from what the generator makes now.
+func TestGeneratedUpToDate(t *testing.T) {
+	files, err := render.Generated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		got, err := os.ReadFile(filepath.Join(render.RepoRoot(), f.Path))
+		if err != nil {
+			t.Errorf("%s: %v; run `cd deploy/render && go run ./cmd/gen`", f.Path, err)
+			continue
+		}
+		if !bytes.Equal(got, f.Content) {
+			t.Errorf("%s is stale; run `cd deploy/render && go run ./cmd/gen`", f.Path)
+		}
+	}
+	// Every profile directory on disk is one the generator makes.
+	dirs, _ := filepath.Glob(filepath.Join(render.RepoRoot(), "deploy", "profiles", "*", "*"))
+	if len(dirs) != len(render.Modes)*len(render.Roles) {
+		t.Errorf("deploy/profiles has %d mode/role directories, want %d (one per mode and role)", len(dirs), len(render.Modes)*len(render.Roles))
+	}
+}
+
+// TestChartRBACIsDeployRBAC checks that the RBAC the chart renders carries
+// exactly the rules of deploy/rbac/role.yaml and approver.yaml, the files the
+// integration tests run the issuer under.
+func TestChartRBACIsDeployRBAC(t *testing.T) {
+	readObjs := func(rel string) []*unstructured.Unstructured {
+		b, err := os.ReadFile(filepath.Join(render.RepoRoot(), rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := render.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return objs
+	}
+	want := append(readObjs("deploy/rbac/role.yaml"), readObjs("deploy/rbac/approver.yaml")...)
+	for _, mode := range []string{"tls-self-signed", "mtls-self-signed", "mtls-byo-ca"} {
+		for _, role := range render.Roles {
+			if role == "workload" && mode == "tls-self-signed" {
+				continue // no issuer there
+			}
+			t.Run(mode+"/"+role, func(t *testing.T) {
+				r := chart(t, render.ProfileValues(mode, role))
+				for _, w := range want {
+					if w.GetKind() == "ClusterRoleBinding" {
+						continue // the subject comes from the values
+					}
+					g := find(r.Objects, w.GetKind(), w.GetName())
+					if g == nil {
+						t.Fatalf("the chart renders no %s %s; it renders %v", w.GetKind(), w.GetName(), kinds(r.Objects))
+					}
+					if !reflect.DeepEqual(g.Object["rules"], w.Object["rules"]) {
+						t.Errorf("%s %s rules differ from deploy/rbac:\nchart: %v\ndeploy/rbac: %v", w.GetKind(), w.GetName(), g.Object["rules"], w.Object["rules"])
+					}
+				}
+				crb := find(r.Objects, "ClusterRoleBinding", "relaytls-cert-manager-approver")
+				if crb == nil {
+					t.Fatal("no approver ClusterRoleBinding")
+				}
+				subj, _, _ := unstructured.NestedSlice(crb.Object, "subjects")
+				if len(subj) != 1 || subj[0].(map[string]any)["name"] != "cert-manager" {
+					t.Errorf("approver subjects = %v, want cert-manager's ServiceAccount", subj)
+				}
+			})
+		}
+	}
+	// Modes without an issuer render no RBAC at all.
+	for _, mode := range []string{"insecure", "tls-byo-server", "mtls-byo-client"} {
+		r := chart(t, render.ProfileValues(mode, "management"))
+		for _, o := range r.Objects {
+			if strings.HasPrefix(o.GetAPIVersion(), "rbac.") || o.GetKind() == "Deployment" {
+				t.Errorf("mode %s renders %s %s, but runs no issuer", mode, o.GetKind(), o.GetName())
+			}
+		}
+	}
+}
+
+// TestChartRefusals: every bad input fails with an error naming it.
+func TestChartRefusals(t *testing.T) {
+	type testCase struct {
+		name   string
+		values map[string]any
+		want   []string
+	}
+	wl := func(extra map[string]any) map[string]any {
+		v := map[string]any{"role": "workload", "mode": "mtls-self-signed", "workload": map[string]any{"cluster": "east", "endpoint": "relay.example.com:9443"}}
+		for k, x := range extra {
+			v[k] = x
+		}
+		return v
+	}
+	for _, tc := range []testCase{
+		{"unknown mode", map[string]any{"mode": "mtls-please"}, []string{"/mode", "must be one of", "mtls-byo-client"}},
+		{"unknown role", map[string]any{"role": "edge"}, []string{"/role", "management"}},
+		{"reserved server secret, mode 3", map[string]any{"mode": "tls-byo-server", "secrets": map[string]any{"server": "relay-server-tls-secret"}}, []string{"secrets.server", "relay-server-tls-secret is reserved"}},
+		{"reserved server secret, mode 5", map[string]any{"mode": "mtls-byo-ca", "secrets": map[string]any{"server": "relay-server-tls-secret"}}, []string{"secrets.server", "reserved"}},
+		{"reserved server secret, mode 6", map[string]any{"mode": "mtls-byo-client", "secrets": map[string]any{"server": "relay-server-tls-secret"}}, []string{"secrets.server", "reserved"}},
+		{"reserved telemetry secret", map[string]any{"mode": "mtls-byo-ca", "secrets": map[string]any{"telemetryGateway": "gloo-telemetry-gateway-tls-secret"}}, []string{"secrets.telemetryGateway", "reserved"}},
+		{"workload without cluster", wl(map[string]any{"workload": map[string]any{"endpoint": "relay.example.com:9443"}}), []string{"workload.cluster", "DNS-1123"}},
+		{"workload with a bad cluster", wl(map[string]any{"workload": map[string]any{"cluster": "East_1", "endpoint": "relay.example.com:9443"}}), []string{"workload.cluster", "East_1"}},
+		{"workload without endpoint", wl(map[string]any{"workload": map[string]any{"cluster": "east"}}), []string{"workload.endpoint", "host:port"}},
+		{"server without names", map[string]any{"pki": map[string]any{"server": map[string]any{"dnsNames": []any{}}}}, []string{"pki.server.dnsNames"}},
+		{"schema: unknown key", map[string]any{"issuer": map[string]any{"replicaz": 2}}, []string{"replicaz"}},
+		{"schema: bad duration", map[string]any{"relayIssuer": map[string]any{"maxDuration": "a month"}}, []string{"maxDuration"}},
+		{"schema: token as a value", map[string]any{"token": "s3cr3t"}, []string{"token"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render.Chart(render.ChartDir(), render.ChartOptions{Values: tc.values})
+			if err == nil {
+				t.Fatalf("rendering %v succeeded; want an error mentioning %q", tc.values, tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Errorf("error repeats the token value: %q", err)
+			}
+		})
+	}
+	// A BYO install under another name is fine.
+	chart(t, map[string]any{"mode": "tls-byo-server", "secrets": map[string]any{"server": "my-relay-cert"}})
+}
+
+// TestProfilesBuildWithKustomize builds every profile with kustomize and
+// checks it is the chart's output, holds no Secret (no token in Git) and
+// orders its objects with sync waves.
+func TestProfilesBuildWithKustomize(t *testing.T) {
+	for _, mode := range render.Modes {
+		for _, role := range render.Roles {
+			t.Run(mode+"/"+role, func(t *testing.T) {
+				built, err := render.Kustomize(render.ProfileDir(mode, role))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := render.Profile(mode, role)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(built) != len(want) {
+					t.Fatalf("kustomize builds %d objects %v, the chart renders %d %v", len(built), kinds(built), len(want), kinds(want))
+				}
+				for _, w := range want {
+					g := find(built, w.GetKind(), w.GetName())
+					if g == nil || !reflect.DeepEqual(g.Object, w.Object) {
+						t.Errorf("%s %s differs between kustomize build and the chart", w.GetKind(), w.GetName())
+					}
+				}
+				for _, o := range built {
+					if o.GetKind() == "Secret" {
+						t.Errorf("profile holds Secret %s: no credential may be in Git", o.GetName())
+					}
+					if _, ok := o.GetAnnotations()["argocd.argoproj.io/sync-wave"]; !ok {
+						t.Errorf("%s %s has no sync wave", o.GetKind(), o.GetName())
+					}
+				}
+			})
+		}
+	}
+}
