@@ -1,0 +1,94 @@
+// Package prometheus holds relaytls's PrometheusRule (relaytls-rules.yaml);
+// its test checks the rule's shape and that every metric it uses exists.
+package prometheus
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+type rule struct {
+	Alert       string            `json:"alert"`
+	Expr        string            `json:"expr"`
+	For         string            `json:"for"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+func TestRules(t *testing.T) {
+	b, err := os.ReadFile("relaytls-rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pr struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string            `json:"name"`
+			Namespace string            `json:"namespace"`
+			Labels    map[string]string `json:"labels"`
+		} `json:"metadata"`
+		Spec struct {
+			Groups []struct {
+				Name  string `json:"name"`
+				Rules []rule `json:"rules"`
+			} `json:"groups"`
+		} `json:"spec"`
+	}
+	if err := yaml.UnmarshalStrict(b, &pr); err != nil {
+		t.Fatal(err)
+	}
+	if pr.Kind != "PrometheusRule" {
+		t.Fatalf("kind %q", pr.Kind)
+	}
+	// The metrics the sidecar and cert-manager really export.
+	sidecarSrc, err := os.ReadFile(filepath.Join("..", "..", "relay-sidecar", "internal", "metrics", "metrics.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{
+		"certmanager_certificate_expiration_timestamp_seconds": true,
+		"certmanager_certificate_renewal_timestamp_seconds":    true,
+	}
+	for _, m := range regexp.MustCompile(`"(relay_sidecar_[a-z_]+)"`).FindAllStringSubmatch(string(sidecarSrc), -1) {
+		known[m[1]] = true
+	}
+	alerts := map[string]bool{}
+	metricRe := regexp.MustCompile(`\b(certmanager_[a-z_]+|relay_[a-z_]+)\b`)
+	for _, g := range pr.Spec.Groups {
+		for _, r := range g.Rules {
+			alerts[r.Alert] = true
+			if r.Expr == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("alert %s lacks expr, severity, summary or description", r.Alert)
+			}
+			if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") {
+				t.Errorf("alert %s: unbalanced parentheses in %q", r.Alert, r.Expr)
+			}
+			for _, m := range metricRe.FindAllString(r.Expr, -1) {
+				if !known[m] {
+					t.Errorf("alert %s uses metric %s, which nothing exports", r.Alert, m)
+				}
+			}
+		}
+	}
+	for _, want := range []string{"RelayClientCertificateExpiringSoon", "RelayServerCertificateExpiringSoon", "RelayIntermediateCAExpiringSoon", "RelayRootCAExpiringSoon", "RelayIdentityProofsRefused"} {
+		if !alerts[want] {
+			t.Errorf("no alert %s", want)
+		}
+	}
+	// The refusal reasons the rule matches are the sidecar's.
+	accessSrc, err := os.ReadFile(filepath.Join("..", "..", "relay-sidecar", "internal", "access", "access.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, reason := range []string{"invalid_proof", "malformed_proof", "missing_proof", "cluster_mismatch", "bad_cluster", "missing_cluster", "no_identity"} {
+		if !strings.Contains(string(accessSrc), `"`+reason+`"`) {
+			t.Errorf("the rule matches reason %q, which relay-sidecar does not report", reason)
+		}
+	}
+}
