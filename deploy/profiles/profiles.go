@@ -1,0 +1,88 @@
+// Package profiles holds the kustomize profiles of the six relay security
+// modes, deploy/profiles/<mode>/{management,workload}, as rendered from the
+// Helm chart by deploy/render's generator, and gives Go code (relayctl, the
+// integration and end-to-end tests) the very manifests a GitOps repository
+// points at, so nothing installs a second, hand-written copy.
+package profiles
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+//go:embed */*/relaytls.yaml
+var files embed.FS
+
+// Modes are the relay security modes of SPEC section 3, in order.
+var Modes = []string{"insecure", "tls-self-signed", "tls-byo-server", "mtls-self-signed", "mtls-byo-ca", "mtls-byo-client"}
+
+// Roles are the cluster roles.
+var Roles = []string{"management", "workload"}
+
+// Namespace is the namespace the profiles install into.
+const Namespace = "relaytls-system"
+
+// Manifest returns the rendered manifests of a profile.
+func Manifest(mode, role string) ([]byte, error) {
+	if !slices.Contains(Modes, mode) {
+		return nil, fmt.Errorf("unknown mode %q; the modes are %s", mode, strings.Join(Modes, ", "))
+	}
+	if !slices.Contains(Roles, role) {
+		return nil, fmt.Errorf("unknown role %q; the roles are management and workload", role)
+	}
+	return files.ReadFile(mode + "/" + role + "/relaytls.yaml")
+}
+
+// Objects returns the objects of a profile, in order.
+func Objects(mode, role string) ([]*unstructured.Unstructured, error) {
+	b, err := Manifest(mode, role)
+	if err != nil {
+		return nil, err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		o := &unstructured.Unstructured{}
+		err := dec.Decode(&o.Object)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("profile %s/%s: %w", mode, role, err)
+		}
+		if len(o.Object) > 0 {
+			out = append(out, o)
+		}
+	}
+}
+
+// identityKinds are the kinds of relay-issuer's identity and permissions.
+var identityKinds = []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+// IssuerIdentity returns the namespace, ServiceAccount and RBAC that
+// relay-issuer runs under in a profile: exactly what a cluster installed
+// from the profile (or the chart) grants it.
+func IssuerIdentity(mode, role string) ([]*unstructured.Unstructured, error) {
+	objs, err := Objects(mode, role)
+	if err != nil {
+		return nil, err
+	}
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if slices.Contains(identityKinds, o.GetKind()) {
+			out = append(out, o)
+		}
+	}
+	if len(out) < 2 {
+		return nil, fmt.Errorf("profile %s/%s runs no relay-issuer (no ServiceAccount or RBAC)", mode, role)
+	}
+	return out, nil
+}
