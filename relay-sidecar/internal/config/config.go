@@ -192,8 +192,10 @@ func (c *Config) Validate() error {
 			add("--%s is required with --mode=%s --role=%s", f, m, c.Role)
 		}
 	}
-	if m == access.ModeInsecure && c.set["tls-min-version"] {
-		add("--tls-min-version conflicts with --mode=insecure")
+	for _, f := range []string{"tls-min-version", "server-name"} {
+		if m == access.ModeInsecure && c.set[f] {
+			add("--%s conflicts with --mode=insecure", f)
+		}
 	}
 
 	if c.Role == "server" {
@@ -212,9 +214,6 @@ func (c *Config) Validate() error {
 			add("--server-addr=%q: %v", c.ServerAddr, err)
 		} else if c.ServerName == "" && m != access.ModeInsecure {
 			c.ServerName, _, _ = net.SplitHostPort(c.ServerAddr)
-		}
-		if m == access.ModeInsecure && c.set["server-name"] {
-			add("--server-name conflicts with --mode=insecure")
 		}
 		if m != access.ModeMTLS || c.Cluster != "" {
 			if err := proof.ValidateCluster(c.Cluster); err != nil {
