@@ -129,9 +129,6 @@ func TestKeepaliveDetectsBlackholeAndReconnects(t *testing.T) {
 	if got := testutil.ToFloat64(e.agSide.metrics.Reconnects); got <= reconnects {
 		t.Errorf("reconnects %v, want more than %v", got, reconnects)
 	}
-	if strings.Contains(e.agSide.logs.String()+e.srvSide.logs.String(), "too_many_pings") {
-		t.Error("the server answered too_many_pings")
-	}
 }
 
 func TestAgentSurvivesServerRestart(t *testing.T) {
