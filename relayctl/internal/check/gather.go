@@ -1,0 +1,133 @@
+package check
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"strings"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/relaytls/relaytls/relayctl/internal/kube"
+	"github.com/relaytls/relaytls/relayctl/internal/modes"
+)
+
+// Config reads relaytls-config, the ConfigMap every install carries.
+func Config(ctx context.Context, c *kube.Conn) (map[string]string, error) {
+	var cm corev1.ConfigMap
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.ConfigMapName}, &cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%s: relaytls is not installed (no ConfigMap %s/%s); run relayctl init or install the chart", c.Name, modes.Namespace, modes.ConfigMapName)
+		}
+		return nil, fmt.Errorf("%s: reading ConfigMap %s/%s: %w", c.Name, modes.Namespace, modes.ConfigMapName, err)
+	}
+	return cm.Data, nil
+}
+
+// secret returns the Secret or nil when it does not exist.
+func secret(ctx context.Context, c *kube.Conn, name string) (*corev1.Secret, error) {
+	var s corev1.Secret
+	err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: name}, &s)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", c.Name, modes.Namespace, name, err)
+	}
+	return &s, nil
+}
+
+// certificatesBySecret maps Secret names to the Certificates writing them.
+func certificatesBySecret(ctx context.Context, c *kube.Conn) map[string]cmapi.Certificate {
+	var list cmapi.CertificateList
+	out := map[string]cmapi.Certificate{}
+	if err := c.Client.List(ctx, &list, client.InNamespace(modes.Namespace)); err != nil {
+		return out // cert-manager may be absent in the BYO modes; the check goes on without
+	}
+	for _, crt := range list.Items {
+		out[crt.Spec.SecretName] = crt
+	}
+	return out
+}
+
+// GatherSide reads one cluster's material. role is management or workload;
+// problems reading a Secret become findings of the returned report.
+func GatherSide(ctx context.Context, c *kube.Conn, role string, cfg map[string]string, problems *[]Finding) (*Side, error) {
+	side := &Side{RootSecret: ns(cfg["rootSecret"], modes.RootSecret), TokenSecret: ns(cfg["tokenSecret"], modes.TokenSecret)}
+	certs := certificatesBySecret(ctx, c)
+	bad := func(name, format string, args ...any) {
+		*problems = append(*problems, Finding{Severity: Error, Check: "secret",
+			Problem: fmt.Sprintf("%s: Secret %s/%s %s", c.Name, modes.Namespace, name, fmt.Sprintf(format, args...)),
+			Fix:     "create or repair it (see the list of Secrets per mode in `helm install` NOTES or `relayctl init`)"})
+	}
+	root, err := secret(ctx, c, strings.TrimPrefix(side.RootSecret, modes.Namespace+"/"))
+	if err != nil {
+		return nil, err
+	}
+	if root != nil {
+		if b := root.Data["ca.crt"]; len(b) > 0 {
+			side.Root, err = pki.DecodeX509CertificateSetBytes(b)
+			if err != nil {
+				bad(root.Name, "ca.crt is not PEM certificates: %v", err)
+			}
+		} else {
+			bad(root.Name, "has no ca.crt")
+		}
+	}
+	readCert := func(name string) *Cert {
+		s, err := secret(ctx, c, name)
+		if err != nil || s == nil {
+			return nil
+		}
+		chain, err := pki.DecodeX509CertificateChainBytes(s.Data["tls.crt"])
+		if err != nil || len(chain) == 0 {
+			bad(name, "has no usable tls.crt: %v", err)
+			return nil
+		}
+		out := &Cert{Secret: modes.Namespace + "/" + name, Chain: chain}
+		if crt, ok := certs[name]; ok {
+			out.Certificate = crt.Name
+			if crt.Spec.RenewBefore != nil {
+				out.RenewBefore = crt.Spec.RenewBefore.Duration
+			}
+		}
+		return out
+	}
+	if role == "management" {
+		if cfg["serverSecret"] != "" {
+			side.Server = readCert(cfg["serverSecret"])
+		}
+		if cfg["signingSecret"] != "" {
+			side.Signing = readCert(cfg["signingSecret"])
+		}
+	} else if cfg["clientSecret"] != "" {
+		side.Client = readCert(cfg["clientSecret"])
+	}
+	tok, err := secret(ctx, c, strings.TrimPrefix(side.TokenSecret, modes.Namespace+"/"))
+	if err != nil {
+		return nil, err
+	}
+	if tok != nil {
+		if t := bytes.TrimSpace(tok.Data["token"]); len(t) > 0 {
+			side.Token = t
+		}
+	}
+	return side, nil
+}
+
+func ns(name, def string) string {
+	if name == "" {
+		name = def
+	}
+	return modes.Namespace + "/" + name
+}
+
+// Roots parses PEM certificates (for tests and callers holding PEM).
+func Roots(pemBytes []byte) ([]*x509.Certificate, error) {
+	return pki.DecodeX509CertificateSetBytes(pemBytes)
+}
