@@ -243,7 +243,12 @@ func TestRunPicksUpAtomicSwaps(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	if swaps.Load() < 5 {
-		t.Fatalf("%d swaps notified, want 5", swaps.Load())
+	// Subscribers run right after the swap is visible.
+	deadline := time.Now().Add(10 * time.Second)
+	for swaps.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d swaps notified, want 5", swaps.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
