@@ -1,0 +1,459 @@
+// Package register is `relayctl register`: it connects a workload cluster to
+// the management cluster. It copies only ca.crt of the management root and
+// the relay identity token, installs the workload side of the mode (the
+// remote RelayIssuer and the relay-client Certificate in modes 4 and 5),
+// waits with visible progress until the client certificate is Ready, and
+// explains a failure from the issuer's, Certificate's and request's
+// conditions.
+package register
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/deploy/profiles"
+	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/relayctl/internal/check"
+	"github.com/relaytls/relaytls/relayctl/internal/initcmd"
+	"github.com/relaytls/relaytls/relayctl/internal/kube"
+	"github.com/relaytls/relaytls/relayctl/internal/modes"
+)
+
+// Options of relayctl register.
+type Options struct {
+	// Cluster is the workload cluster's name (DNS-1123 label).
+	Cluster string
+	// Endpoint is the issuance endpoint host:port as the workload cluster
+	// reaches it; empty derives it from the management Service when that is
+	// a LoadBalancer.
+	Endpoint string
+	// ServerName the endpoint's certificate must carry (default: host of
+	// Endpoint).
+	ServerName string
+	// Duration and RenewBefore of the relay-client Certificate; zero keeps
+	// the profile's.
+	Duration, RenewBefore time.Duration
+	// Timeout bounds the wait for a Ready certificate.
+	Timeout time.Duration
+	// Poll is the progress interval (default 500ms).
+	Poll time.Duration
+}
+
+// Validate checks the options that need no cluster.
+func (o *Options) Validate() error {
+	if o.Cluster == "" {
+		return errors.New("--cluster is required: the workload cluster's name, the DNS name of its relay client certificate")
+	}
+	if err := proof.ValidateCluster(o.Cluster); err != nil {
+		return fmt.Errorf("--cluster: %w", err)
+	}
+	if o.Endpoint != "" {
+		if _, port, err := net.SplitHostPort(o.Endpoint); err != nil || port == "" {
+			return fmt.Errorf("--endpoint %q must be host:port of the issuance endpoint", o.Endpoint)
+		}
+	}
+	if o.Duration < 0 || o.RenewBefore < 0 {
+		return errors.New("--duration and --renew-before must not be negative")
+	}
+	if o.Duration > 0 && o.RenewBefore >= o.Duration {
+		return fmt.Errorf("--renew-before %s must be shorter than --duration %s, or cert-manager renews continuously", o.RenewBefore, o.Duration)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.Poll <= 0 {
+		o.Poll = 500 * time.Millisecond
+	}
+	return nil
+}
+
+// Plan is what register writes to the workload cluster.
+type Plan struct {
+	Mode modes.Mode
+	// Objects are the workload profile's objects, adjusted.
+	Objects []*unstructured.Unstructured
+	// RootCA is the management root's ca.crt (public).
+	RootCA []byte
+	// token is the relay identity token; never printed.
+	token []byte
+}
+
+// Prepare reads the management cluster and builds the plan.
+func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
+	cfg, err := check.Config(ctx, mgmt)
+	if err != nil {
+		return nil, err
+	}
+	if cfg["role"] != "management" {
+		return nil, fmt.Errorf("%s is installed as a %q cluster, not the management cluster; pass the management cluster's context to --mgmt-context", mgmt.Name, cfg["role"])
+	}
+	mode, err := modes.Parse(cfg["mode"])
+	if err != nil {
+		return nil, fmt.Errorf("%s: relaytls-config: %w", mgmt.Name, err)
+	}
+	switch {
+	case mode.Name == "insecure":
+		return nil, fmt.Errorf("mode insecure has nothing to register: start the agent's relay-sidecar with --mode=insecure --cluster=%s", o.Cluster)
+	case !mode.Token:
+		return nil, fmt.Errorf("mode %s uses no tokens and has nothing to copy: create Secrets %s and %s in the workload cluster from your PKI, then run relayctl check", mode.Name, modes.RootSecret, modes.BYOClientSecret)
+	}
+	rootName := cfg["rootSecret"]
+	if rootName == "" {
+		rootName = modes.RootSecret
+	}
+	tokenName := cfg["tokenSecret"]
+	if tokenName == "" {
+		tokenName = modes.TokenSecret
+	}
+	get := func(name, key, what string) ([]byte, error) {
+		var s corev1.Secret
+		if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: name}, &s); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("%s: Secret %s/%s (%s) does not exist yet; in the self-signed modes cert-manager and relay-issuer create it shortly after install (see relayctl status)", mgmt.Name, modes.Namespace, name, what)
+			}
+			return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", mgmt.Name, modes.Namespace, name, err)
+		}
+		if len(s.Data[key]) == 0 {
+			return nil, fmt.Errorf("%s: Secret %s/%s has no key %s (%s)", mgmt.Name, modes.Namespace, name, key, what)
+		}
+		return s.Data[key], nil
+	}
+	root, err := get(rootName, "ca.crt", "the root CA certificate")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := check.Roots(root); err != nil {
+		return nil, fmt.Errorf("%s: Secret %s/%s ca.crt is not PEM certificates: %v", mgmt.Name, modes.Namespace, rootName, err)
+	}
+	rawToken, err := get(tokenName, "token", "the relay identity token")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := proof.ParseToken(rawToken); err != nil {
+		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, modes.Namespace, tokenName, err)
+	}
+	p := &Plan{Mode: mode, RootCA: root, token: []byte(strings.TrimSpace(string(rawToken)))}
+
+	endpoint := o.Endpoint
+	if mode.AutoClient && endpoint == "" {
+		endpoint, err = endpointFromService(ctx, mgmt)
+		if err != nil {
+			return nil, err
+		}
+	}
+	objs, err := profiles.Objects(mode.Name, "workload")
+	if err != nil {
+		return nil, err
+	}
+	for _, obj := range objs {
+		if err := adjust(obj, o, endpoint); err != nil {
+			return nil, err
+		}
+	}
+	p.Objects = objs
+	return p, nil
+}
+
+// adjust replaces the profile's example cluster name and endpoint.
+func adjust(obj *unstructured.Unstructured, o Options, endpoint string) error {
+	set := func(v any, path ...string) error { return unstructured.SetNestedField(obj.Object, v, path...) }
+	var err error
+	switch obj.GetKind() + "/" + obj.GetName() {
+	case "ConfigMap/" + modes.ConfigMapName:
+		err = errors.Join(set(o.Cluster, "data", "cluster"), set(endpoint, "data", "endpoint"))
+	case "RelayIssuer/" + modes.RelayIssuerName:
+		err = errors.Join(set(o.Cluster, "spec", "remote", "cluster"), set(endpoint, "spec", "remote", "endpoint"))
+		if o.ServerName != "" {
+			err = errors.Join(err, set(o.ServerName, "spec", "remote", "serverName"))
+		}
+	case "Certificate/" + modes.ClientCertificate:
+		err = errors.Join(set(o.Cluster, "spec", "commonName"), unstructured.SetNestedStringSlice(obj.Object, []string{o.Cluster}, "spec", "dnsNames"))
+		if o.Duration > 0 {
+			err = errors.Join(err, set(o.Duration.String(), "spec", "duration"))
+		}
+		if o.RenewBefore > 0 {
+			err = errors.Join(err, set(o.RenewBefore.String(), "spec", "renewBefore"))
+		}
+	}
+	return err
+}
+
+func endpointFromService(ctx context.Context, mgmt *kube.Conn) (string, error) {
+	var svc corev1.Service
+	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: "relay-issuer"}, &svc); err != nil {
+		return "", fmt.Errorf("--endpoint is required: %s has no issuance Service %s/relay-issuer to derive it from (%v)", mgmt.Name, modes.Namespace, err)
+	}
+	port := modes.IssuanceDefaultPort
+	if len(svc.Spec.Ports) > 0 {
+		port = strconv.Itoa(int(svc.Spec.Ports[0].Port))
+	}
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		host := ing.Hostname
+		if host == "" {
+			host = ing.IP
+		}
+		if host != "" {
+			return net.JoinHostPort(host, port), nil
+		}
+	}
+	return "", fmt.Errorf("--endpoint is required: Service %s/relay-issuer in %s is %s without a load balancer address, so the address the workload cluster reaches it at is unknown", modes.Namespace, mgmt.Name, svc.Spec.Type)
+}
+
+// Secrets are the two Secrets copied to the workload cluster.
+func (p *Plan) secrets(rootName, tokenName string) []*corev1.Secret {
+	mk := func(name string, data map[string][]byte) *corev1.Secret {
+		return &corev1.Secret{
+			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: modes.Namespace, Name: name,
+				Labels: map[string]string{"app.kubernetes.io/managed-by": "relayctl"}},
+			Type: corev1.SecretTypeOpaque,
+			Data: data,
+		}
+	}
+	return []*corev1.Secret{
+		mk(rootName, map[string][]byte{"ca.crt": p.RootCA}),
+		mk(tokenName, map[string][]byte{"token": p.token}),
+	}
+}
+
+// DryRun prints what register would write. The root CA is public and is
+// printed; the token Secret is not: a token must not land in Git. The
+// output says how to create it out of band.
+func (p *Plan) DryRun(w io.Writer) error {
+	root := p.secrets(modes.RootSecret, modes.TokenSecret)[0]
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(root)
+	if err != nil {
+		return err
+	}
+	delete(u["metadata"].(map[string]any), "creationTimestamp")
+	fmt.Fprintf(w, "# relayctl register --dry-run: the workload side of mode %s.\n", p.Mode.Name)
+	fmt.Fprintf(w, "# Secret %s/%s (key token, the relay identity token) is NOT printed: a token\n", modes.Namespace, modes.TokenSecret)
+	fmt.Fprintf(w, "# must not be committed to Git. Create it in the workload cluster out of band,\n")
+	fmt.Fprintf(w, "# e.g. with relayctl register --secrets-only, a sealed/external secret, or\n")
+	fmt.Fprintf(w, "#   kubectl -n %s create secret generic %s --from-file=token=<file>\n", modes.Namespace, modes.TokenSecret)
+	objs := append(slices.Clone(p.Objects), &unstructured.Unstructured{Object: u})
+	return initcmd.YAML(w, objs)
+}
+
+// CopySecrets writes only the two Secrets to the workload cluster.
+func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.Writer) error {
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName(modes.Namespace)
+	if err := remote.Apply(ctx, []*unstructured.Unstructured{ns}, nil); err != nil {
+		return err
+	}
+	for i, s := range p.secrets(modes.RootSecret, modes.TokenSecret) {
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(s)
+		if err != nil {
+			return err
+		}
+		delete(u["metadata"].(map[string]any), "creationTimestamp")
+		obj := &unstructured.Unstructured{Object: u}
+		if err := remote.Apply(ctx, []*unstructured.Unstructured{obj}, nil); err != nil {
+			// The error names the Secret; the apply error never holds its data.
+			return err
+		}
+		if i == 0 {
+			fmt.Fprintf(progress, "  copied ca.crt of the management root to Secret %s/%s (nothing else of the root)\n", modes.Namespace, s.Name)
+		} else {
+			fmt.Fprintf(progress, "  copied the relay identity token to Secret %s/%s (value not shown)\n", modes.Namespace, s.Name)
+		}
+	}
+	return nil
+}
+
+// Apply installs the workload side, copies the Secrets and, in the modes
+// with automatic client certificates, waits for relay-client to be Ready.
+func (p *Plan) Apply(ctx context.Context, remote *kube.Conn, o Options, progress io.Writer) error {
+	fmt.Fprintf(progress, "Registering workload cluster %q (%s), mode %s\n", o.Cluster, remote.Name, p.Mode.Name)
+	if err := remote.Apply(ctx, p.Objects, progress); err != nil {
+		return err
+	}
+	if err := p.CopySecrets(ctx, remote, progress); err != nil {
+		return err
+	}
+	if !p.Mode.AutoClient {
+		fmt.Fprintf(progress, "Done: the agent's relay-sidecar uses %s (ca.crt) and %s (token) with --mode=tls --cluster=%s\n", modes.RootSecret, modes.TokenSecret, o.Cluster)
+		return nil
+	}
+	return Wait(ctx, remote, o, progress)
+}
+
+// Wait waits for Certificate relay-client to be Ready, printing each change
+// of the issuer's, the Certificate's and its latest request's state, and
+// explains the failure at the deadline.
+func Wait(ctx context.Context, remote *kube.Conn, o Options, progress io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	fmt.Fprintf(progress, "Waiting up to %s for Certificate %s/%s to be Ready\n", o.Timeout, modes.Namespace, modes.ClientCertificate)
+	seen := map[string]bool{}
+	var last state
+	tick := time.NewTicker(o.Poll)
+	defer tick.Stop()
+	for {
+		last = observe(ctx, remote)
+		for _, line := range last.lines() {
+			if !seen[line] {
+				seen[line] = true
+				fmt.Fprintf(progress, "  %s\n", line)
+			}
+		}
+		if last.ready {
+			fmt.Fprintf(progress, "Certificate %s is Ready: Secret %s/%s holds the client certificate for %q (serial %s, expires %s)\n",
+				modes.ClientCertificate, modes.Namespace, modes.ClientSecret, o.Cluster, last.serial, last.notAfter)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the relay client certificate is not Ready after %s.\n%s", o.Timeout, last.explain())
+		case <-tick.C:
+		}
+	}
+}
+
+type state struct {
+	issuer, cert, request string
+	requestFailed         bool
+	ready                 bool
+	serial, notAfter      string
+	issuerMsg, requestMsg string
+}
+
+func (s state) lines() []string {
+	var out []string
+	for _, l := range []string{s.issuer, s.cert, s.request} {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// explain turns the last observation into a diagnosis with a fix.
+func (s state) explain() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Last seen:\n  %s\n", strings.Join(s.lines(), "\n  "))
+	msg := strings.ToLower(s.issuerMsg + " " + s.requestMsg)
+	switch {
+	case strings.Contains(msg, "identity proof") || strings.Contains(msg, "invalididentityproof"):
+		b.WriteString("Cause: the management cluster refused the identity proof: the workload token differs from the management token. Fix: run relayctl register again (it copies the current token), then relayctl check.")
+	case strings.Contains(msg, "unreachable") || strings.Contains(msg, "connection refused") || strings.Contains(msg, "deadline") || strings.Contains(msg, "no such host"):
+		b.WriteString("Cause: the workload issuer cannot reach the issuance endpoint. Fix: check --endpoint (the address the workload cluster reaches the management Service relay-issuer at) and that relay-issuer runs in the management cluster.")
+	case strings.Contains(msg, "certificate") && (strings.Contains(msg, "verify") || strings.Contains(msg, "x509")):
+		b.WriteString("Cause: the endpoint's certificate does not verify against the copied root, or does not carry the expected server name. Fix: relayctl check (server SAN and bundles), and --server-name.")
+	case s.issuer == "" || strings.Contains(s.issuer, "no Ready condition"):
+		b.WriteString("Cause: relay-issuer does not run in the workload cluster, so nothing reports on RelayIssuer relay. Fix: check the relay-issuer Deployment in " + modes.Namespace + " (kubectl -n " + modes.Namespace + " get pods,events).")
+	case s.request == "":
+		b.WriteString("Cause: cert-manager has created no CertificateRequest yet. Fix: check that cert-manager runs in the workload cluster and see the Certificate's events.")
+	default:
+		b.WriteString("Fix: see the conditions above; relayctl status shows both sides and relayctl check validates the material.")
+	}
+	return b.String()
+}
+
+func observe(ctx context.Context, c *kube.Conn) state {
+	var s state
+	var iss relayv1.RelayIssuer
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.RelayIssuerName}, &iss); err != nil {
+		s.issuer = "RelayIssuer relay: " + err.Error()
+	} else if r := findCondition(iss.Status.Conditions, "Ready"); r == nil || r.ObservedGeneration < iss.Generation {
+		s.issuer = "RelayIssuer relay: no Ready condition for its current generation yet"
+	} else {
+		s.issuer = fmt.Sprintf("RelayIssuer relay: Ready=%s %s: %s", r.Status, r.Reason, r.Message)
+		s.issuerMsg = r.Reason + " " + r.Message
+	}
+	var crt cmapi.Certificate
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.ClientCertificate}, &crt); err != nil {
+		s.cert = "Certificate relay-client: " + err.Error()
+		return s
+	}
+	for _, cond := range crt.Status.Conditions {
+		if cond.Type == cmapi.CertificateConditionReady {
+			s.cert = fmt.Sprintf("Certificate relay-client: Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
+			s.ready = cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == crt.Generation
+		}
+	}
+	if crt.Status.NotAfter != nil {
+		s.notAfter = crt.Status.NotAfter.UTC().Format(time.RFC3339)
+	}
+	var reqs cmapi.CertificateRequestList
+	if err := c.Client.List(ctx, &reqs, client.InNamespace(modes.Namespace)); err == nil {
+		var latest *cmapi.CertificateRequest
+		for i := range reqs.Items {
+			r := &reqs.Items[i]
+			if !ownedBy(r.OwnerReferences, crt.UID) {
+				continue
+			}
+			if latest == nil || r.CreationTimestamp.After(latest.CreationTimestamp.Time) || r.Name > latest.Name && r.CreationTimestamp.Equal(&latest.CreationTimestamp) {
+				latest = r
+			}
+		}
+		if latest != nil {
+			var parts []string
+			for _, cond := range latest.Status.Conditions {
+				parts = append(parts, fmt.Sprintf("%s=%s %s", cond.Type, cond.Status, cond.Message))
+				if cond.Type == cmapi.CertificateRequestConditionReady && cond.Status == cmmeta.ConditionFalse {
+					s.requestMsg += " " + cond.Reason + " " + cond.Message
+				}
+				if cond.Type == cmapi.CertificateRequestConditionInvalidRequest || cond.Type == cmapi.CertificateRequestConditionDenied {
+					s.requestMsg += " " + cond.Reason + " " + cond.Message
+				}
+			}
+			s.request = fmt.Sprintf("CertificateRequest %s: %s", latest.Name, strings.Join(parts, "; "))
+		}
+	}
+	if s.ready {
+		s.serial = serialOf(ctx, c)
+	}
+	return s
+}
+
+func serialOf(ctx context.Context, c *kube.Conn) string {
+	var sec corev1.Secret
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.ClientSecret}, &sec); err != nil {
+		return "unknown"
+	}
+	chain, err := check.Roots(sec.Data["tls.crt"])
+	if err != nil || len(chain) == 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%x", chain[0].SerialNumber)
+}
+
+func ownedBy(refs []metav1.OwnerReference, uid types.UID) bool {
+	for _, r := range refs {
+		if r.UID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == t {
+			return &conds[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+// Package status is `relayctl status`: for each cluster given, the
+// install's role and mode, the readiness of its RelayIssuers, and every
+// certificate in the relaytls namespace with its serial, expiry, next
+// renewal and last renewal.
+package status
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/relayctl/internal/check"
+	"github.com/relaytls/relaytls/relayctl/internal/kube"
+	"github.com/relaytls/relaytls/relayctl/internal/modes"
+)
+
+// Print writes the status of one cluster.
+func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error {
+	cfg, err := check.Config(ctx, c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: role %s, mode %s", c.Name, cfg["role"], cfg["mode"])
+	if cfg["cluster"] != "" {
+		fmt.Fprintf(w, ", cluster %s", cfg["cluster"])
+	}
+	fmt.Fprintln(w)
+
+	var issuers relayv1.RelayIssuerList
+	if err := c.Client.List(ctx, &issuers, client.InNamespace(modes.Namespace)); err != nil {
+		return fmt.Errorf("%s: listing RelayIssuers: %w", c.Name, err)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ISSUER\tKIND\tREADY\tMESSAGE")
+	for _, iss := range issuers.Items {
+		kind := "ca"
+		if iss.Spec.Remote != nil {
+			kind = "remote → " + iss.Spec.Remote.Endpoint
+		}
+		ready, msg := "Unknown", "no Ready condition yet"
+		for _, cond := range iss.Status.Conditions {
+			if cond.Type == "Ready" {
+				ready, msg = string(cond.Status), cond.Message
+				if cond.ObservedGeneration < iss.Generation {
+					ready = "Stale"
+				}
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", iss.Name, kind, ready, msg)
+	}
+	if len(issuers.Items) == 0 {
+		fmt.Fprintln(tw, "  (none)\t\t\t")
+	}
+	tw.Flush()
+
+	var certs cmapi.CertificateList
+	if err := c.Client.List(ctx, &certs, client.InNamespace(modes.Namespace)); err != nil {
+		return fmt.Errorf("%s: listing Certificates: %w", c.Name, err)
+	}
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  CERTIFICATE\tSECRET\tREADY\tSERIAL\tEXPIRES\tRENEWS\tLAST RENEWAL")
+	for _, crt := range certs.Items {
+		ready := "Unknown"
+		for _, cond := range crt.Status.Conditions {
+			if cond.Type == cmapi.CertificateConditionReady {
+				ready = string(cond.Status)
+			}
+		}
+		serial := "-"
+		var sec corev1.Secret
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: crt.Spec.SecretName}, &sec); err == nil {
+			if chain, err := check.Roots(sec.Data["tls.crt"]); err == nil && len(chain) > 0 {
+				serial = fmt.Sprintf("%x", chain[0].SerialNumber)
+			}
+		}
+		exp, renew, last := "-", "-", "-"
+		if t := crt.Status.NotAfter; t != nil {
+			exp = fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), t.Sub(now).Round(time.Minute))
+		}
+		if t := crt.Status.RenewalTime; t != nil {
+			renew = t.UTC().Format(time.RFC3339)
+		}
+		if t := crt.Status.NotBefore; t != nil {
+			last = t.UTC().Format(time.RFC3339)
+			if crt.Status.Revision != nil {
+				last += fmt.Sprintf(" (revision %d)", *crt.Status.Revision)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", crt.Name, crt.Spec.SecretName, ready, serial, exp, renew, last)
+	}
+	if len(certs.Items) == 0 {
+		fmt.Fprintln(tw, "  (none)\t\t\t\t\t\t")
+	}
+	return tw.Flush()
+}
