@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -282,5 +283,28 @@ func TestProxyProtocolNamesTheCluster(t *testing.T) {
 	}
 	if name := <-got; name != cluster {
 		t.Fatalf("PROXY header names %q, want %q", name, cluster)
+	}
+}
+
+func TestUnixSocketsOnBothEnds(t *testing.T) {
+	dir := t.TempDir()
+	upPath, localPath := filepath.Join(dir, "upstream.sock"), filepath.Join(dir, "agent.sock")
+	upLis := must[net.Listener](t)(net.Listen("unix", upPath))
+	up := relayapp.NewServer(relayapp.Options{Interval: 5 * time.Millisecond})
+	go up.Serve(upLis)
+	t.Cleanup(up.Stop)
+	e := newEnv(t, envOpts{mode: access.ModeMTLS, upstream: "unix:" + upPath})
+	local := must[net.Listener](t)(net.Listen("unix", localPath))
+	go e.ag.Serve(local)
+	app := relayapp.NewAgent("unix:"+localPath, relayapp.Options{Interval: 5 * time.Millisecond})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); app.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "heartbeats both ways over unix sockets", 20*time.Second, func() bool {
+		return app.Stats().Received > 20 && up.Stats().Received > 20
+	})
+	if st := app.Stats(); st.Gaps != 0 || st.Breaks != 0 {
+		t.Fatalf("lost heartbeats: %+v", st)
 	}
 }
