@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -182,6 +183,8 @@ func (a *Agent) dial() (*relayConn, error) {
 	return rc, nil
 }
 
+var _ credentials.PerRPCCredentials = (*callCreds)(nil)
+
 // callCreds puts the mode, the cluster and (tls mode) the channel-bound
 // proof on every call.
 type callCreds struct{ a *Agent }
@@ -250,8 +253,9 @@ func (a *Agent) monitor(rc *relayConn) {
 	}
 }
 
+// jitter spreads d by ±20%.
 func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.8 + 0.4*float64(time.Now().UnixNano()%1000)/1000))
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 func (a *Agent) lost(rc *relayConn) {

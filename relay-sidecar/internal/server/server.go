@@ -85,6 +85,8 @@ type Server struct {
 	serving  atomic.Bool
 }
 
+var _ frame.Handlers = (*Server)(nil)
+
 // New builds a server. It does not listen yet.
 func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
