@@ -259,8 +259,9 @@ func jitter(d time.Duration) time.Duration {
 }
 
 func (a *Agent) lost(rc *relayConn) {
-	if rc.ready.Swap(false) {
+	if rc.ready.Load() {
 		a.cfg.Log.Warn("relay connection lost; reconnecting", "conn", rc.id, "server", a.cfg.ServerAddr)
+		rc.ready.Store(false)
 	}
 }
 
@@ -274,18 +275,19 @@ func (a *Agent) report(rc *relayConn, err error) {
 	if p := rc.lastErr.Load(); p != nil && *p == msg {
 		return
 	}
-	rc.lastErr.Store(&msg)
 	reason := access.ClassifyHandshake(errors.New(msg))
 	switch status.Code(err) {
 	case codes.Unauthenticated, codes.PermissionDenied:
 		reason = "refused_by_server"
 	}
-	a.cfg.Metrics.Failures.WithLabelValues(reason).Inc()
 	attrs := []any{"conn", rc.id, "server", a.cfg.ServerAddr, "reason", reason, "error", msg}
 	if hint := a.hint(msg); hint != "" {
 		attrs = append(attrs, "hint", hint)
 	}
+	// Logged first: whoever sees the state or the count finds the log.
 	a.cfg.Log.Warn("relay connection failed", attrs...)
+	rc.lastErr.Store(&msg)
+	a.cfg.Metrics.Failures.WithLabelValues(reason).Inc()
 }
 
 func (a *Agent) hint(msg string) string {
@@ -353,8 +355,6 @@ func recvErr(s grpc.ClientStream, err error) error {
 
 // connected marks rc ready; a pending connection replaces the current one.
 func (a *Agent) connected(rc *relayConn) {
-	rc.ready.Store(true)
-	rc.lastErr.Store(nil)
 	if a.everReady.Swap(true) {
 		a.cfg.Metrics.Reconnects.Inc()
 	}
@@ -364,6 +364,8 @@ func (a *Agent) connected(rc *relayConn) {
 	}
 	a.cfg.Log.Info("relay connected", "conn", rc.id, "server", a.cfg.ServerAddr, "cluster", a.cfg.Cluster,
 		"server_serial", serverSerial, "client_serial", rc.clientSerial)
+	rc.lastErr.Store(nil)
+	rc.ready.Store(true)
 	a.mu.Lock()
 	var old *relayConn
 	if a.pending == rc {

@@ -118,9 +118,9 @@ func TestKeepaliveDetectsBlackholeAndReconnects(t *testing.T) {
 	proxy.SetMode(faultproxy.Blackhole)
 	// Keepalive: 10s without a frame, then 1s for the ping's answer.
 	waitFor(t, "keepalive to notice the blackhole", 30*time.Second, func() bool { return e.ag.Ready() != nil })
-	if !strings.Contains(e.agSide.logs.String(), "relay connection lost") {
-		t.Error("agent did not log the lost connection")
-	}
+	waitFor(t, "the agent to log the lost connection", 5*time.Second, func() bool {
+		return strings.Contains(e.agSide.logs.String(), "relay connection lost")
+	})
 	proxy.SetMode(faultproxy.Pass)
 	waitFor(t, "the agent to reconnect", 20*time.Second, func() bool { return e.ag.Ready() == nil })
 	before := app.Stats()

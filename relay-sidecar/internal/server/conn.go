@@ -61,8 +61,8 @@ func (t *transportCreds) OverrideServerName(string) error { return nil }
 
 func (t *transportCreds) fail(raw net.Conn, err error) error {
 	reason := access.ClassifyHandshake(err)
-	t.s.cfg.Metrics.Failures.WithLabelValues(reason).Inc()
 	t.s.cfg.Log.Warn("handshake refused", "reason", reason, "error", err.Error(), "remote", raw.RemoteAddr().String())
+	t.s.cfg.Metrics.Failures.WithLabelValues(reason).Inc()
 	return err
 }
 
@@ -150,9 +150,9 @@ func (t *transportCreds) track(c net.Conn, info *ConnInfo) net.Conn {
 		grace := s.cfg.ExpiryGrace
 		wait := time.Until(info.NotAfter) - grace
 		tc.timer = time.AfterFunc(max(wait, 0), func() {
-			s.cfg.Metrics.Failures.WithLabelValues(access.ReasonPeerExpired).Inc()
 			s.cfg.Log.Warn("agent certificate expires; closing its connection",
 				"identity", info.Identity, "peer_serial", info.PeerSerial, "not_after", info.NotAfter.UTC().Format(time.RFC3339))
+			s.cfg.Metrics.Failures.WithLabelValues(access.ReasonPeerExpired).Inc()
 			close(info.expired)
 			// Streams are told first; the connection goes at the expiry.
 			time.AfterFunc(min(grace, max(time.Until(info.NotAfter), 0)), func() { tc.Close() })

@@ -176,12 +176,13 @@ func (s *Server) Stop() { s.g.Stop() }
 
 func (s *Server) refuse(ctx context.Context, err error) error {
 	reason := access.ReasonOf(err)
-	s.cfg.Metrics.Failures.WithLabelValues(reason).Inc()
 	remote := ""
 	if p, ok := peer.FromContext(ctx); ok {
 		remote = p.Addr.String()
 	}
+	// Logged before it is counted, so whoever sees the count finds the log.
 	s.cfg.Log.Warn("refused agent", "reason", reason, "error", err.Error(), "remote", remote)
+	s.cfg.Metrics.Failures.WithLabelValues(reason).Inc()
 	code := codes.Unauthenticated
 	if reason == access.ReasonModeMismatch || reason == access.ReasonClusterMismatch {
 		code = codes.PermissionDenied
