@@ -22,6 +22,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	controllerpkg "github.com/cert-manager/cert-manager/pkg/controller"
+	cmserver "github.com/cert-manager/cert-manager/pkg/webhook/server"
 	cmwebhook "github.com/cert-manager/cert-manager/test/webhook"
 
 	// The controllers and issuer backends that DefaultControllers names
@@ -94,9 +95,17 @@ func (c *Cluster) startWebhook(ctx context.Context, t *testing.T) error {
 	if err != nil {
 		return err
 	}
+	// The port is chosen here: left to the server, it is written by the
+	// server's goroutine while StartWebhookServer reads it, a data race that
+	// fails tests run with -race.
+	port, err := freeLoopbackPort()
+	if err != nil {
+		return fmt.Errorf("choosing a port for cert-manager's webhook: %w", err)
+	}
 	// StartWebhookServer fails t itself when it cannot start. Its server lives
 	// until t's context ends or stop is called.
-	server, stop := cmwebhook.StartWebhookServer(t, []string{"--kubeconfig=" + kubeconfig})
+	server, stop := cmwebhook.StartWebhookServer(t, []string{"--kubeconfig=" + kubeconfig},
+		func(s *cmserver.Server) { s.ListenAddr = port })
 	c.onStop(func() error { stop(); return nil })
 	c.WebhookURL = server.URL
 
@@ -165,6 +174,15 @@ func (c *Cluster) startWebhook(ctx context.Context, t *testing.T) error {
 	}
 	c.log.V(2).Info("cert-manager webhook registered")
 	return c.waitWebhookEffective(ctx)
+}
+
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // waitServing waits until the webhook accepts TLS connections with its
