@@ -51,4 +51,19 @@
 //
 // There is no kubelet: nothing runs in pods. Components run as goroutines or
 // processes with the kubeconfig of their identity.
+//
+// Limits that come from cert-manager's public API:
+//
+//   - The only public way to run cert-manager's real webhook is
+//     github.com/cert-manager/cert-manager/test/webhook.StartWebhookServer,
+//     which needs a *testing.T (its admission plugins are internal packages).
+//     So a cluster lives inside one test: it cannot be shared from TestMain,
+//     a benchmark measures with testing.Benchmark inside a Test, and a demo
+//     that keeps clusters running is a test run with `go test -run ...
+//     -timeout 0`.
+//   - StartWebhookServer sets controller-runtime's global logger to klog.
+//     Components that want their own logs pass a logger explicitly.
+//   - controller-runtime refuses two controllers with the same name in one
+//     process: a component started once per cluster, or once per test, needs
+//     its manager's Controller.SkipNameValidation set.
 package localcluster
