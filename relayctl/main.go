@@ -248,7 +248,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var in check.Input
 	fs.StringVar(&in.DialAddress, "server-addr", "", "host:port agents dial to reach the relay server (checked against the server certificate's names)")
 	fs.StringVar(&in.Cluster, "cluster", "", "workload cluster name (default: from the workload install)")
-	fs.DurationVar(&in.MinLifetime, "min-lifetime", time.Hour, "shortest acceptable certificate lifetime")
+	fs.DurationVar(&in.MinLifetime, "min-lifetime", 24*time.Hour, "shortest acceptable certificate lifetime: shorter ones leave too little room to retry a failed renewal")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -286,10 +286,23 @@ func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.W
 // with automatic client certificates, waits for relay-client to be Ready.
 func (p *Plan) Apply(ctx context.Context, remote *kube.Conn, o Options, progress io.Writer) error {
 	fmt.Fprintf(progress, "Registering workload cluster %q (%s), mode %s\n", o.Cluster, remote.Name, p.Mode.Name)
-	if err := remote.Apply(ctx, p.Objects, progress); err != nil {
+	// The issuer and the Certificate go last, after the Secrets they read,
+	// so that the issuer's first check already finds them.
+	var first, last []*unstructured.Unstructured
+	for _, obj := range p.Objects {
+		if obj.GetKind() == "RelayIssuer" || obj.GetKind() == "Certificate" {
+			last = append(last, obj)
+		} else {
+			first = append(first, obj)
+		}
+	}
+	if err := remote.Apply(ctx, first, progress); err != nil {
 		return err
 	}
 	if err := p.CopySecrets(ctx, remote, progress); err != nil {
+		return err
+	}
+	if err := remote.Apply(ctx, last, progress); err != nil {
 		return err
 	}
 	if !p.Mode.AutoClient {

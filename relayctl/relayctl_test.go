@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/deploy/profiles"
+	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/issuer/app"
+	"github.com/relaytls/relaytls/issuer/endpoint"
+	"github.com/relaytls/relaytls/relayctl/internal/check"
+)
+
+const (
+	ns         = "relaytls-system"
+	serverName = "relay.mgmt.test"
+)
+
+// relayctl runs the CLI in-process and returns its output.
+func relayctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), args, &out, &errOut)
+	return out.String() + errOut.String(), err
+}
+
+// startIssuer runs relay-issuer in c as its ServiceAccount, under the RBAC
+// that the install applied, as its pod would.
+func startIssuer(t *testing.T, c *localcluster.Cluster, o app.Options) {
+	t.Helper()
+	cfg, _, err := c.AddServiceAccount(ns, "relay-issuer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Namespace, o.MetricsAddr, o.HealthAddr = ns, "0", "0"
+	o.LeaderElect, o.SeveralPerProcess, o.MaxRetryDuration = true, true, time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg, o) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay-issuer in %s: %v", c.Name, err)
+		}
+	})
+}
+
+func getSecret(t *testing.T, c *localcluster.Cluster, name string) *corev1.Secret {
+	t.Helper()
+	var s corev1.Secret
+	if err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &s); err != nil {
+		t.Fatalf("%s: Secret %s: %v", c.Name, name, err)
+	}
+	return &s
+}
+
+func mustFail(t *testing.T, out string, err error, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want a failure mentioning %q, got success:\n%s", want, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(out+err.Error(), w) {
+			t.Errorf("output/error does not mention %q:\n%s\nerror: %v", w, out, err)
+		}
+	}
+}
+
+// TestInitRegisterStatusCheck installs mode 4 with relayctl init on a real
+// management control plane, registers a workload control plane with relayctl
+// register until its client certificate is Ready (both relay-issuers running
+// under the RBAC the install applied, enrolling through the issuance
+// endpoint), and runs status and check, including deliberate mistakes.
+func TestInitRegisterStatusCheck(t *testing.T) {
+	cs := localcluster.StartAll(t, localcluster.Options{Name: "management"}, localcluster.Options{Name: "workload"})
+	mgmt, wl := cs[0], cs[1]
+	for _, c := range cs {
+		if err := relayv1.AddToScheme(c.Scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk, wk := "--mgmt-kubeconfig="+mgmt.KubeconfigPath, "--remote-kubeconfig="+wl.KubeconfigPath
+
+	// Refusals before anything is installed.
+	out, err := relayctl(t, "init", "--mode", "mtls-byo-ca", "--server-secret", "relay-server-tls-secret", "--kubeconfig", mgmt.KubeconfigPath)
+	mustFail(t, out, err, "reserved for the self-signed modes")
+	out, err = relayctl(t, "init", "--mode", "mtls-byo-ca", "--kubeconfig", mgmt.KubeconfigPath)
+	mustFail(t, out, err, ns+"/relay-root-tls-secret does not exist", ns+"/relay-tls-signing-secret does not exist",
+		ns+"/relay-server-tls-secret-custom does not exist", ns+"/relay-identity-token-secret does not exist")
+	out, err = relayctl(t, "register", "--cluster", "east", mk, wk, "--endpoint", "127.0.0.1:1")
+	mustFail(t, out, err, "relaytls is not installed")
+
+	// Management: mode 4 from the rendered profile.
+	out, err = relayctl(t, "init", "--mode", "mtls-self-signed", "--server-dns-names", serverName, "--kubeconfig", mgmt.KubeconfigPath)
+	if err != nil {
+		t.Fatalf("relayctl init: %v\n%s", err, out)
+	}
+	for _, n := range []string{"relaytls-root", "relaytls-intermediate", "relaytls-server"} {
+		if _, err := mgmt.WaitForCertificateReady(t.Context(), ns, n, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server := getSecret(t, mgmt, "relay-server-tls-secret")
+	pair, err := tls.X509KeyPair(server.Data["tls.crt"], server.Data["tls.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startIssuer(t, mgmt, app.Options{Issuance: &app.Issuance{
+		Config:   endpoint.Config{IssuerName: "relay", Timeout: time.Minute, RatePerCluster: 10, Burst: 10},
+		Listener: lis,
+		TLS:      &tls.Config{Certificates: []tls.Certificate{pair}},
+	}})
+	// The workload relay-issuer's pod would start once register installed
+	// its RBAC; here it starts with that RBAC already applied.
+	identity, err := profiles.IssuerIdentity("mtls-self-signed", "workload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idYAML bytes.Buffer
+	for _, o := range identity {
+		b, _ := o.MarshalJSON()
+		idYAML.Write(b)
+		idYAML.WriteString("\n")
+	}
+	if err := wl.Apply(t.Context(), idYAML.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	startIssuer(t, wl, app.Options{})
+	// relay-issuer generates the token when it first checks RelayIssuer relay.
+	var token []byte
+	err = wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var s corev1.Secret
+		if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "relay-identity-token-secret"}, &s); err != nil {
+			return false, nil
+		}
+		token = s.Data["token"]
+		return len(token) > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("relay-issuer generated no token: %v", err)
+	}
+	endpointAddr := lis.Addr().String()
+	reg := []string{"register", "--cluster", "east", mk, wk, "--endpoint", endpointAddr, "--server-name", serverName, "--timeout", "90s"}
+
+	t.Run("dry-run prints no token", func(t *testing.T) {
+		out, err := relayctl(t, append(reg, "--dry-run", "-o", "yaml")...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if bytes.Contains([]byte(out), bytes.TrimSpace(token)) {
+			t.Fatal("--dry-run output contains the token")
+		}
+		for _, w := range []string{"kind: RelayIssuer", "cluster: east", "endpoint: " + endpointAddr, "kind: Certificate", "- east", "ca.crt:", "is NOT printed"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("--dry-run output lacks %q:\n%s", w, out)
+			}
+		}
+		var s corev1.Secret
+		if err := wl.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "relay-identity-token-secret"}, &s); err == nil {
+			t.Error("--dry-run wrote the token Secret")
+		}
+	})
+
+	t.Run("register reaches a Ready client certificate", func(t *testing.T) {
+		out, err := relayctl(t, reg...)
+		if err != nil {
+			t.Fatalf("relayctl register: %v\n%s", err, out)
+		}
+		t.Logf("relayctl register:\n%s", out)
+		for _, w := range []string{"copied ca.crt of the management root", "copied the relay identity token", "RelayIssuer relay: Ready=True", "Certificate relay-client is Ready"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("register output lacks %q:\n%s", w, out)
+			}
+		}
+		if strings.Contains(out, string(bytes.TrimSpace(token))) {
+			t.Fatal("register printed the token")
+		}
+		root := getSecret(t, wl, "relay-root-tls-secret")
+		if len(root.Data) != 1 || !bytes.Equal(root.Data["ca.crt"], getSecret(t, mgmt, "relay-root-tls-secret").Data["ca.crt"]) {
+			t.Errorf("the workload root Secret holds keys %v; want only the management root's ca.crt", keys(root.Data))
+		}
+		client := getSecret(t, wl, "relay-tls-client-secret")
+		chain, err := check.Roots(client.Data["tls.crt"])
+		if err != nil || len(chain) == 0 {
+			t.Fatalf("client Secret tls.crt: %v", err)
+		}
+		if got := chain[0].DNSNames; len(got) != 1 || got[0] != "east" {
+			t.Errorf("client certificate DNS names %v, want [east]", got)
+		}
+	})
+
+	t.Run("status shows both sides", func(t *testing.T) {
+		out, err := relayctl(t, "status", mk, wk)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, w := range []string{"role management, mode mtls-self-signed", "role workload, mode mtls-self-signed, cluster east", "relay-client", "relay-tls-client-secret", "relaytls-intermediate", "remote → " + endpointAddr} {
+			if !strings.Contains(out, w) {
+				t.Errorf("status lacks %q:\n%s", w, out)
+			}
+		}
+	})
+
+	dial := "--server-addr=" + serverName + ":9000"
+	t.Run("check passes the correct setup", func(t *testing.T) {
+		out, err := relayctl(t, "check", mk, wk, dial)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, w := range []string{"ok       server-san", "ok       client-san", "ok       bundle", "ok       token", "ok       chain", "ok       lifetime"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("check output lacks %q:\n%s", w, out)
+			}
+		}
+	})
+
+	t.Run("check flags a wrong server SAN", func(t *testing.T) {
+		out, err := relayctl(t, "check", mk, wk, "--server-addr=relay.elsewhere.test:9000")
+		mustFail(t, out, err, "ERROR    server-san", `not "relay.elsewhere.test"`, "fix:")
+	})
+
+	t.Run("check flags a bundle mismatch", func(t *testing.T) {
+		root := getSecret(t, wl, "relay-root-tls-secret")
+		good := root.Data["ca.crt"]
+		other := testpki.Root(t, "someone else's root")
+		root.Data["ca.crt"] = other.CertPEM()
+		if err := wl.Client.Update(t.Context(), root); err != nil {
+			t.Fatal(err)
+		}
+		out, err := relayctl(t, "check", mk, wk, dial)
+		mustFail(t, out, err, "ERROR    bundle", "differs from the management root", "relayctl register")
+		root.Data["ca.crt"] = good
+		if err := wl.Client.Update(t.Context(), root); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("check flags a too-short lifetime", func(t *testing.T) {
+		out, err := relayctl(t, append(reg, "--duration", "2h", "--renew-before", "40m")...)
+		if err != nil {
+			t.Fatalf("re-register with a short duration: %v\n%s", err, out)
+		}
+		err = wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+			chain, err := check.Roots(getSecret(t, wl, "relay-tls-client-secret").Data["tls.crt"])
+			return err == nil && chain[0].NotAfter.Sub(chain[0].NotBefore) <= 2*time.Hour, nil
+		})
+		if err != nil {
+			t.Fatalf("cert-manager did not reissue relay-client with a 2h lifetime: %v", err)
+		}
+		out, err = relayctl(t, "check", mk, wk, dial)
+		mustFail(t, out, err, "ERROR    lifetime", "relay-tls-client-secret lives only 2h0m0s", "spec.duration of Certificate relay-client")
+	})
+}
+
+func keys(m map[string][]byte) []string {
+	var k []string
+	for key := range m {
+		k = append(k, key)
+	}
+	return k
+}
