@@ -16,6 +16,7 @@ containers:
   args:
   - --role={{ if $mgmt }}server{{ else }}agent{{ end }}
   - --mode={{ $mode }}
+  - --health-listen=:9090
   {{- if $mgmt }}
   - --listen={{ $v.sidecar.listen | default ":9000" }}
   - --upstream={{ $v.sidecar.upstream }}
