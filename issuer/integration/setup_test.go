@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/deploy/profiles"
 	"github.com/relaytls/relaytls/e2e/localcluster"
 	"github.com/relaytls/relaytls/issuer/app"
 )
@@ -36,8 +37,12 @@ func repoPath(t *testing.T, rel string) string {
 	return filepath.Join(filepath.Dir(file), "..", "..", rel)
 }
 
-// startCluster starts a control plane with cert-manager and applies the RBAC
-// deploy/rbac ships.
+// startCluster starts a control plane with cert-manager and applies the
+// namespace, ServiceAccount and RBAC that relay-issuer gets from an install:
+// those of the mtls-self-signed profile rendered from the Helm chart
+// (deploy/profiles, whose RBAC rules deploy/render's tests hold equal to
+// deploy/rbac/role.yaml). A cluster named "workload" gets the workload
+// profile's, any other the management profile's.
 func startCluster(t *testing.T, name string) *localcluster.Cluster {
 	t.Helper()
 	c := localcluster.Start(t, localcluster.Options{
@@ -47,17 +52,23 @@ func startCluster(t *testing.T, name string) *localcluster.Cluster {
 	if err := relayv1.AddToScheme(c.Scheme); err != nil {
 		t.Fatal(err)
 	}
-	ctx := t.Context()
-	rbac, err := filepath.Glob(repoPath(t, "deploy/rbac/*.yaml"))
-	if err != nil || len(rbac) == 0 {
-		t.Fatalf("no RBAC manifests in deploy/rbac: %v", err)
+	role := "management"
+	if name == "workload" {
+		role = "workload"
 	}
-	// The namespace first, then everything that lives in it.
-	if err := c.ApplyFiles(ctx, repoPath(t, "deploy/rbac/namespace.yaml")); err != nil {
+	identity, err := profiles.IssuerIdentity("mtls-self-signed", role)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ApplyFiles(ctx, rbac...); err != nil {
-		t.Fatal(err)
+	// In the profile's order: the namespace first, then what lives in it.
+	for _, obj := range identity {
+		manifest, err := obj.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(t.Context(), manifest); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return c
 }
