@@ -18,10 +18,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+	"github.com/relaytls/relaytls/internal/access"
+	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/config"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/creds"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/server"
 )

@@ -30,9 +30,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/relaytls/relaytls/internal/access"
+	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/creds"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 )

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
 )
 
 // Config is the parsed command line.

@@ -17,13 +17,13 @@ import (
 
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/relayapp"
+	"github.com/relaytls/relaytls/internal/access"
+	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/creds"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/server"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/testpki"
 )
 
 const (

@@ -16,7 +16,7 @@ import (
 
 	"github.com/relaytls/relaytls/e2e/faultproxy"
 	"github.com/relaytls/relaytls/e2e/relayapp"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/server"
 )

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+	"github.com/relaytls/relaytls/internal/access"
 )
 
 func TestEachModeCarriesTheAppStream(t *testing.T) {

@@ -16,10 +16,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/testpki"
 )
 
 // mdCreds sends fixed metadata, or computes a proof for the connection and

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/relaytls/relaytls/e2e/relayapp"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/creds"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/testpki"
+	"github.com/relaytls/relaytls/internal/access"
+	"github.com/relaytls/relaytls/internal/creds"
+	"github.com/relaytls/relaytls/internal/testpki"
 )
 
 // bundleLoaded waits until r's trust bundle holds exactly cas.

@@ -11,7 +11,7 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+	"github.com/relaytls/relaytls/internal/access"
 )
 
 // ConnInfo is the AuthInfo of an accepted agent connection.

@@ -28,10 +28,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+	"github.com/relaytls/relaytls/internal/access"
+	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/bench"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/creds"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 )
 

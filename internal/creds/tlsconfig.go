@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/relaytls/relaytls/relay-sidecar/internal/access"
+	"github.com/relaytls/relaytls/internal/access"
 )
 
 // TLSOptions are the protocol settings common to both roles.

@@ -1,7 +1,8 @@
-// Package testpki makes in-memory certificate authorities and leaf
-// certificates for tests and benchmarks of the relay sidecar. Everything is
-// built with the standard library (crypto/x509) and ECDSA P-256 keys.
 package testpki
+
+// This file is the CA-centred half of testpki, used by the sidecar's tests
+// and benchmarks: a CA that issues leaves with chosen usages and lifetimes,
+// returning PEM ready to project as Secret files.
 
 import (
 	"crypto"

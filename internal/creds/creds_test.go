@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/testpki"
+	"github.com/relaytls/relaytls/internal/testpki"
 )
 
 type fixture struct {
