@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	ratelimit "golang.org/x/time/rate"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/relaytls/relaytls/issuer/app"
+	"github.com/relaytls/relaytls/issuer/endpoint"
 )
 
 func main() {
@@ -48,11 +50,32 @@ func run(args []string) error {
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", "relay-issuer.relaytls.io", "name of the leader election Lease")
 	fs.DurationVar(&o.MaxRetryDuration, "max-retry-duration", 2*time.Minute, "how long a retryable signing error is retried before the request fails")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.IntVar(&o.Workers, "workers", 4, "concurrent reconciles per controller")
+	fs.DurationVar(&o.MaxBackoff, "max-backoff", 30*time.Second, "longest wait before an issuer or request whose check or signing failed is tried again")
+
+	is := &app.Issuance{}
+	var rate float64
+	fs.StringVar(&is.ListenAddr, "issuance-listen-address", "", "serve the issuance endpoint for workload clusters on this address, e.g. :8443 (off when empty)")
+	fs.StringVar(&is.CertDir, "issuance-cert-dir", "", "directory with the endpoint's serving tls.crt and tls.key (mount relay-server-tls-secret); reloaded when it changes")
+	fs.StringVar(&is.IssuerKind, "issuance-issuer-kind", "RelayIssuer", "kind of the CA-mode issuer the endpoint forwards to: RelayIssuer or RelayClusterIssuer")
+	fs.StringVar(&is.IssuerName, "issuance-issuer-name", "relay", "name of the CA-mode issuer the endpoint forwards to (it must require identity proofs)")
+	fs.StringVar(&is.Namespace, "issuance-namespace", "", "namespace of the endpoint's CertificateRequests (default: --namespace)")
+	fs.DurationVar(&is.Timeout, "issuance-timeout", endpoint.DefaultTimeout, "how long one enrollment call may take")
+	fs.IntVar(&is.MaxConcurrent, "issuance-max-concurrent", endpoint.DefaultMaxConcurrent, "enrollment calls in progress at once; more wait for a slot")
+	fs.Float64Var(&rate, "issuance-rate-per-cluster", float64(endpoint.DefaultRatePerCluster), "enrollment calls per second allowed per cluster name")
+	fs.IntVar(&is.Burst, "issuance-burst", endpoint.DefaultBurst, "enrollment calls per cluster name allowed in a burst")
+	fs.BoolVar(&is.KeepRequests, "issuance-keep-requests", false, "keep the endpoint's CertificateRequests after answering (debugging)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if is.ListenAddr != "" {
+		is.RatePerCluster = ratelimit.Limit(rate)
+		o.Issuance = is
+	} else if set := issuanceFlagsSet(fs); len(set) > 0 {
+		return fmt.Errorf("%s only work with --issuance-listen-address", strings.Join(set, ", "))
 	}
 	for _, ns := range strings.Split(secretNamespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
@@ -96,4 +119,15 @@ func loadConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("finding a Kubernetes config (use --kubeconfig): %w", err)
 	}
 	return cfg, nil
+}
+
+// issuanceFlagsSet lists the --issuance-* flags given on the command line.
+func issuanceFlagsSet(fs *flag.FlagSet) []string {
+	var set []string
+	fs.Visit(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "issuance-") {
+			set = append(set, "--"+f.Name)
+		}
+	})
+	return set
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -28,6 +30,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/issuer/controller"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/issuer/signer"
@@ -75,8 +78,12 @@ type Issuance struct {
 	// used instead (tests).
 	ListenAddr string
 	Listener   net.Listener
-	// TLS holds the serving certificate; its GetCertificate should follow
-	// the mounted Secret's rotation.
+	// CertDir holds the serving tls.crt and tls.key, mounted from a Secret
+	// (for example relay-server-tls-secret). It is watched and polled; a
+	// new certificate is checked before it is used, and a bad one is refused
+	// while the last good one keeps serving.
+	CertDir string
+	// TLS, instead of CertDir, gives the serving configuration directly.
 	TLS *tls.Config
 }
 
@@ -101,8 +108,8 @@ func (o *Options) Validate() error {
 		if is.ListenAddr == "" && is.Listener == nil {
 			return errors.New("the issuance endpoint needs --issuance-listen-address")
 		}
-		if is.TLS == nil {
-			return errors.New("the issuance endpoint needs a serving certificate (--issuance-tls-cert-dir)")
+		if (is.TLS == nil) == (is.CertDir == "") {
+			return errors.New("the issuance endpoint needs a serving certificate: set --issuance-cert-dir")
 		}
 		if is.Namespace == "" {
 			is.Namespace = o.Namespace
@@ -192,7 +199,13 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if err != nil {
 			return err
 		}
-		if err := mgr.Add(&endpoint.Runnable{Server: srv, Addr: is.ListenAddr, Listener: is.Listener, TLS: is.TLS}); err != nil {
+		tlsCfg := is.TLS
+		if tlsCfg == nil {
+			if tlsCfg, err = servingTLS(mgr, is.CertDir); err != nil {
+				return err
+			}
+		}
+		if err := mgr.Add(&endpoint.Runnable{Server: srv, Addr: is.ListenAddr, Listener: is.Listener, TLS: tlsCfg}); err != nil {
 			return fmt.Errorf("adding the issuance endpoint: %w", err)
 		}
 	}
@@ -221,3 +234,24 @@ func cacheSynced(mgr ctrl.Manager) healthz.Checker {
 		return nil
 	}
 }
+
+// servingTLS loads the endpoint's certificate from dir and keeps it current:
+// the reloader runs with the manager, on every replica.
+func servingTLS(mgr ctrl.Manager, dir string) (*tls.Config, error) {
+	log := slog.New(logr.ToSlogHandler(mgr.GetLogger().WithName("issuance-cert")))
+	r, err := creds.NewReloader(creds.Sources{CertDir: dir}, creds.Expect{Role: creds.RoleServer}, creds.Options{Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("the issuance endpoint's serving certificate in %s: %w", dir, err)
+	}
+	if err := mgr.Add(everyReplica(r.Run)); err != nil {
+		return nil, fmt.Errorf("adding the serving certificate reloader: %w", err)
+	}
+	return creds.ServerTLS(r, false, creds.TLSOptions{MinVersion: tls.VersionTLS12}), nil
+}
+
+// everyReplica is a manager runnable that runs whether or not this replica
+// leads.
+type everyReplica func(context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (everyReplica) NeedLeaderElection() bool          { return false }

@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"slices"
@@ -37,7 +38,7 @@ func TestBenchEnrollment(t *testing.T) {
 	c := startCluster(t, "management")
 	root := testpki.Root(t, "bench root")
 	inter := testpki.Intermediate(t, root, "bench intermediate")
-	server := testpki.Issue(t, root, testpki.Options{CommonName: serverName, DNSNames: []string{serverName}})
+	server := testpki.Issue(t, root, testpki.Options{CommonName: serverName, DNSNames: []string{serverName}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	createSecret(t, c, "relay-root-tls-secret", map[string][]byte{"ca.crt": root.CertPEM()})
 	createSecret(t, c, "relay-tls-signing-secret", map[string][]byte{"tls.crt": inter.CertPEM(), "tls.key": inter.KeyPEM(t), "ca.crt": root.CertPEM()})
 	createSecret(t, c, "relay-identity-token-secret", map[string][]byte{"token": []byte(token)})
@@ -62,7 +63,7 @@ func TestBenchEnrollment(t *testing.T) {
 	runIssuer(t, c, app.Options{Issuance: &app.Issuance{
 		Config:   endpoint.Config{IssuerName: "relay", Timeout: 10 * time.Minute, MaxConcurrent: 64, RatePerCluster: 100, Burst: 10},
 		Listener: lis,
-		TLS:      fileTLS(dir),
+		CertDir:  dir.Path(),
 	}})
 	waitIssuer(t, c, "relay", metav1.ConditionTrue, "")
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool(root.Cert), ServerName: serverName})))

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -47,15 +48,6 @@ type enrollment struct {
 	t *testing.T
 }
 
-// fileTLS serves the key pair projected in dir, read again on each
-// handshake, as a pod reading its mounted Secret would.
-func fileTLS(dir *kubeletdir.Dir) *tls.Config {
-	return &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		c, err := tls.LoadX509KeyPair(dir.File("tls.crt"), dir.File("tls.key"))
-		return &c, err
-	}}
-}
-
 // startMgmtIssuer runs the management relay-issuer with the endpoint on addr.
 func (e *enrollment) startMgmtIssuer() {
 	t := e.t
@@ -68,7 +60,7 @@ func (e *enrollment) startMgmtIssuer() {
 	e.stopMgmt = runIssuer(t, e.mgmt, app.Options{Issuance: &app.Issuance{
 		Config:   endpoint.Config{IssuerName: "relay", Timeout: time.Minute, RatePerCluster: 10, Burst: 10},
 		Listener: lis,
-		TLS:      fileTLS(e.certDir),
+		CertDir:  e.certDir.Path(),
 	}})
 }
 
@@ -281,6 +273,36 @@ func TestEnrollmentSelfSigned(t *testing.T) {
 	waitIssuer(t, e.mgmt, "relay", metav1.ConditionTrue, "")
 	root := parseChain(t, getSecret(t, e.mgmt.Client, "relay-root-tls-secret").Data["ca.crt"])[0]
 	enrollAndRenew(t, e, root)
+
+	t.Run("the endpoint serves a renewed server certificate without a restart", func(t *testing.T) {
+		before := endpointSerial(t, e.addr, root)
+		renew(t, e.mgmt, "relay-server")
+		waitSecretSerial(t, e.mgmt.Client, "relay-server-tls-secret", before)
+		server := getSecret(t, e.mgmt.Client, "relay-server-tls-secret")
+		if err := e.certDir.Write(map[string][]byte{"tls.crt": server.Data["tls.crt"], "tls.key": server.Data["tls.key"]}); err != nil {
+			t.Fatal(err)
+		}
+		want := parseChain(t, server.Data["tls.crt"])[0].SerialNumber
+		eventually(t, 30*time.Second, "the endpoint to serve the renewed certificate", func(ctx context.Context) (bool, string, error) {
+			got := endpointSerial(t, e.addr, root)
+			return got.Cmp(want) == 0, "serving serial " + got.Text(16), nil
+		})
+		// And enrollment still works through it.
+		renew(t, e.wl, "relay-client")
+		old := parseChain(t, getSecret(t, e.wl.Client, "relay-tls-client-secret").Data["tls.crt"])[0]
+		waitSecretSerial(t, e.wl.Client, "relay-tls-client-secret", old.SerialNumber)
+	})
+}
+
+// endpointSerial is the serial of the certificate the endpoint serves now.
+func endpointSerial(t *testing.T, addr string, root *x509.Certificate) *big.Int {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool(root), ServerName: serverName, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatalf("TLS to the endpoint: %v", err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber
 }
 
 // TestEnrollmentBringYourOwn is mode 5 (a user's PKI and token, stored by
