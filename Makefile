@@ -53,6 +53,9 @@ test: kube-binaries verify-generated lint ## Run every test: unit, integration o
 
 .PHONY: bench
 bench: kube-binaries ## Run the benchmarks; each prints ratios against a baseline measured in the same run.
+	@echo "== relay-sidecar against direct TLS (throughput, round trip, tunnel open, memory per idle agent)"
+	CGO_ENABLED=0 go build -o $(BIN)/relay-sidecar ./relay-sidecar
+	go run ./relay-sidecar/internal/bench/cmd/relaybench -sidecar $(BIN)/relay-sidecar
 	@echo "== enrollment: issuance endpoint + RelayIssuer vs cert-manager's CA issuer (N = 100, 1000)"
 	go test -tags bench -run '^TestBenchEnrollment$$' -count=1 -v -timeout 20m ./issuer/integration/ 2>&1 | grep -E 'bench_test.go|^(ok|FAIL|---)'
 
