@@ -265,6 +265,15 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		out, err = relayctl(t, "check", mk, wk, dial)
 		mustFail(t, out, err, "ERROR    lifetime", "relay-tls-client-secret lives only 2h0m0s", "spec.duration of Certificate relay-client")
 	})
+	// Last: it leaves the workload unable to renew.
+	t.Run("register explains a failure", func(t *testing.T) {
+		out, err := relayctl(t, "register", "--cluster", "west", mk, wk, "--endpoint", endpointAddr, "--server-name", "relay.wrong.test", "--timeout", "30s")
+		t.Logf("relayctl register (wrong server name):\n%s\n%v", out, err)
+		mustFail(t, out, err, "not Ready after 30s", "Last seen:", "RelayIssuer relay: Ready=False", "relay.wrong.test", "Cause: the endpoint's certificate", "--server-name")
+		if strings.Contains(out+err.Error(), string(bytes.TrimSpace(token))) {
+			t.Fatal("the failure output contains the token")
+		}
+	})
 }
 
 func keys(m map[string][]byte) []string {

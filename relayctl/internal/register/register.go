@@ -316,15 +316,19 @@ func (p *Plan) Apply(ctx context.Context, remote *kube.Conn, o Options, progress
 // of the issuer's, the Certificate's and its latest request's state, and
 // explains the failure at the deadline.
 func Wait(ctx context.Context, remote *kube.Conn, o Options, progress io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
+	deadline := time.NewTimer(o.Timeout)
+	defer deadline.Stop()
 	fmt.Fprintf(progress, "Waiting up to %s for Certificate %s/%s to be Ready\n", o.Timeout, modes.Namespace, modes.ClientCertificate)
 	seen := map[string]bool{}
 	var last state
 	tick := time.NewTicker(o.Poll)
 	defer tick.Stop()
 	for {
-		last = observe(ctx, remote)
+		// Each look has its own short deadline, so that the last one, taken
+		// when the wait ends, still sees the cluster.
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		last = observe(octx, remote)
+		cancel()
 		for _, line := range last.lines() {
 			if !seen[line] {
 				seen[line] = true
@@ -338,6 +342,8 @@ func Wait(ctx context.Context, remote *kube.Conn, o Options, progress io.Writer)
 		}
 		select {
 		case <-ctx.Done():
+			return fmt.Errorf("stopped waiting for the relay client certificate: %w.\n%s", ctx.Err(), last.explain())
+		case <-deadline.C:
 			return fmt.Errorf("the relay client certificate is not Ready after %s.\n%s", o.Timeout, last.explain())
 		case <-tick.C:
 		}
@@ -370,12 +376,12 @@ func (s state) explain() string {
 	switch {
 	case strings.Contains(msg, "identity proof") || strings.Contains(msg, "invalididentityproof"):
 		b.WriteString("Cause: the management cluster refused the identity proof: the workload token differs from the management token. Fix: run relayctl register again (it copies the current token), then relayctl check.")
+	case strings.Contains(msg, "x509") || strings.Contains(msg, "tls:") || strings.Contains(msg, "certificate is valid for") || strings.Contains(msg, "authentication handshake"):
+		b.WriteString("Cause: the endpoint's certificate does not verify against the copied root, or does not carry the expected server name. Fix: pass --server-name with a name in the management server certificate, and run relayctl check (server SAN and bundles).")
 	case strings.Contains(msg, "unreachable") || strings.Contains(msg, "connection refused") || strings.Contains(msg, "deadline") || strings.Contains(msg, "no such host"):
 		b.WriteString("Cause: the workload issuer cannot reach the issuance endpoint. Fix: check --endpoint (the address the workload cluster reaches the management Service relay-issuer at) and that relay-issuer runs in the management cluster.")
-	case strings.Contains(msg, "certificate") && (strings.Contains(msg, "verify") || strings.Contains(msg, "x509")):
-		b.WriteString("Cause: the endpoint's certificate does not verify against the copied root, or does not carry the expected server name. Fix: relayctl check (server SAN and bundles), and --server-name.")
-	case s.issuer == "" || strings.Contains(s.issuer, "no Ready condition"):
-		b.WriteString("Cause: relay-issuer does not run in the workload cluster, so nothing reports on RelayIssuer relay. Fix: check the relay-issuer Deployment in " + modes.Namespace + " (kubectl -n " + modes.Namespace + " get pods,events).")
+	case s.issuer == "" || strings.Contains(s.issuer, "no Ready condition") || strings.Contains(s.issuer, "not yet checked again"):
+		b.WriteString("Cause: relay-issuer has not (re)checked RelayIssuer relay: it does not run in the workload cluster, or its check is still retrying. Fix: check the relay-issuer Deployment in " + modes.Namespace + " (kubectl -n " + modes.Namespace + " get pods,events) and its log.")
 	case s.request == "":
 		b.WriteString("Cause: cert-manager has created no CertificateRequest yet. Fix: check that cert-manager runs in the workload cluster and see the Certificate's events.")
 	default:
@@ -389,8 +395,10 @@ func observe(ctx context.Context, c *kube.Conn) state {
 	var iss relayv1.RelayIssuer
 	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.RelayIssuerName}, &iss); err != nil {
 		s.issuer = "RelayIssuer relay: " + err.Error()
-	} else if r := findCondition(iss.Status.Conditions, "Ready"); r == nil || r.ObservedGeneration < iss.Generation {
-		s.issuer = "RelayIssuer relay: no Ready condition for its current generation yet"
+	} else if r := findCondition(iss.Status.Conditions, "Ready"); r == nil {
+		s.issuer = "RelayIssuer relay: no Ready condition yet"
+	} else if r.ObservedGeneration < iss.Generation {
+		s.issuer = fmt.Sprintf("RelayIssuer relay: changed (generation %d), not yet checked again; last check: Ready=%s %s", iss.Generation, r.Status, r.Reason)
 	} else {
 		s.issuer = fmt.Sprintf("RelayIssuer relay: Ready=%s %s: %s", r.Status, r.Reason, r.Message)
 		s.issuerMsg = r.Reason + " " + r.Message

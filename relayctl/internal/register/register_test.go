@@ -15,8 +15,8 @@ func TestExplain(t *testing.T) {
 	for _, tc := range []testCase{
 		{"refused proof", state{issuer: "RelayIssuer relay: Ready=True", request: "CertificateRequest relay-client-1: Ready=False", requestMsg: "Failed the management cluster refused the request: InvalidIdentityProof: the identity proof does not match"}, "run relayctl register again"},
 		{"endpoint down", state{issuer: "RelayIssuer relay: Ready=False", issuerMsg: "Pending issuance endpoint 10.0.0.1:9443 unreachable: connection refused"}, "check --endpoint"},
-		{"bad server certificate", state{issuer: "RelayIssuer relay: Ready=False", issuerMsg: "Pending x509: certificate is valid for relay.a, not relay.b"}, "--server-name"},
-		{"no issuer running", state{issuer: "RelayIssuer relay: no Ready condition for its current generation yet"}, "relay-issuer does not run"},
+		{"bad server certificate", state{issuer: "RelayIssuer relay: Ready=False", issuerMsg: "Pending issuance endpoint 127.0.0.1:1 (server name \"relay.b\") is unreachable: connection error: tls: failed to verify certificate: x509: certificate is valid for relay.a, not relay.b"}, "--server-name"},
+		{"no issuer running", state{issuer: "RelayIssuer relay: no Ready condition yet"}, "does not run in the workload cluster"},
 		{"no request", state{issuer: "RelayIssuer relay: Ready=True Checked", cert: "Certificate relay-client: Ready=False"}, "no CertificateRequest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
