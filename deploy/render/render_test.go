@@ -2,9 +2,11 @@ package render_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -201,6 +203,65 @@ func TestProfilesBuildWithKustomize(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestIssuerArgs checks the relay-issuer Deployment of every configuration
+// against the binary's flags, and the issuance endpoint's wiring: the
+// Service's target port, the serving certificate's volume.
+func TestIssuerArgs(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(render.RepoRoot(), "issuer", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := map[string]bool{}
+	for _, m := range regexp.MustCompile(`fs\.\w+Var\(&[\w.]+, "([a-z-]+)"`).FindAllStringSubmatch(string(src), -1) {
+		defined[m[1]] = true
+	}
+	if !defined["namespace"] || !defined["issuance-listen-address"] {
+		t.Fatalf("relay-issuer flags not found in issuer/main.go (found %v); the pattern is out of date", defined)
+	}
+	for _, mode := range render.Modes {
+		for _, role := range render.Roles {
+			r := chart(t, render.ProfileValues(mode, role))
+			d := find(r.Objects, "Deployment", "relay-issuer")
+			if d == nil {
+				continue
+			}
+			c, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+			args, _, _ := unstructured.NestedStringSlice(c[0].(map[string]any), "args")
+			serves := false
+			for _, a := range args {
+				name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+				if !defined[name] {
+					t.Errorf("%s/%s: --%s is not a relay-issuer flag", mode, role, name)
+				}
+				serves = serves || name == "issuance-listen-address"
+			}
+			wantServe := role == "management" && (mode == "mtls-self-signed" || mode == "mtls-byo-ca")
+			if serves != wantServe {
+				t.Errorf("%s/%s: serves the issuance endpoint = %v, want %v", mode, role, serves, wantServe)
+			}
+			svc := find(r.Objects, "Service", "relay-issuer")
+			if (svc != nil) != wantServe {
+				t.Errorf("%s/%s: issuance Service present = %v, want %v", mode, role, svc != nil, wantServe)
+			}
+			if !wantServe {
+				continue
+			}
+			vols, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
+			wantSecret := "relay-server-tls-secret"
+			if mode == "mtls-byo-ca" {
+				wantSecret = "relay-server-tls-secret-custom"
+			}
+			if len(vols) != 1 || str(vols[0].(map[string]any), "secret", "secretName") != wantSecret {
+				t.Errorf("%s: the endpoint's certificate volume is %v, want Secret %s", mode, vols, wantSecret)
+			}
+			ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+			if str(ports[0].(map[string]any), "targetPort") != "issuance" || !strings.Contains(fmt.Sprint(c[0].(map[string]any)["ports"]), "issuance") {
+				t.Errorf("%s: Service targets %v; the container must expose a port named issuance", mode, ports)
+			}
 		}
 	}
 }
