@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/relaytls/relaytls/relayctl/internal/modes"
+	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 // Severity of a finding.

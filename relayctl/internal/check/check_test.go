@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/relaytls/relaytls/internal/testpki"
-	"github.com/relaytls/relaytls/relayctl/internal/modes"
+	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 // setup is a correct mode-4 setup from an in-memory PKI.

@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
-	"github.com/relaytls/relaytls/relayctl/internal/modes"
+	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 // Config reads relaytls-config, the ConfigMap every install carries.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/relaytls/relaytls/deploy/profiles"
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
-	"github.com/relaytls/relaytls/relayctl/internal/modes"
+	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 // Options of relayctl init.

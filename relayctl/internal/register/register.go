@@ -34,7 +34,7 @@ import (
 	"github.com/relaytls/relaytls/relayctl/internal/check"
 	"github.com/relaytls/relaytls/relayctl/internal/initcmd"
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
-	"github.com/relaytls/relaytls/relayctl/internal/modes"
+	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 // Options of relayctl register.

@@ -18,7 +18,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/relayctl/internal/check"
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
-	"github.com/relaytls/relaytls/relayctl/internal/modes"
+	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 // Print writes the status of one cluster.
