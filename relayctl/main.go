@@ -27,9 +27,9 @@ import (
 	"github.com/relaytls/relaytls/relayctl/internal/check"
 	"github.com/relaytls/relaytls/relayctl/internal/initcmd"
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
-	"github.com/relaytls/relaytls/relayctl/modes"
 	"github.com/relaytls/relaytls/relayctl/internal/register"
 	"github.com/relaytls/relaytls/relayctl/internal/status"
+	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 func main() {
