@@ -243,6 +243,16 @@ func Profile(mode, role string) ([]*unstructured.Unstructured, error) {
 		crd.SetAnnotations(ann)
 		objs = append(objs, crd)
 	}
+	// Helm's release labels say nothing true about a GitOps install, and
+	// Argo CD tracks its resources by app.kubernetes.io/instance: the
+	// profiles leave them out (selectors keep theirs).
+	for _, o := range r.Objects {
+		labels := o.GetLabels()
+		for _, l := range []string{"app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart"} {
+			delete(labels, l)
+		}
+		o.SetLabels(labels)
+	}
 	ns := &unstructured.Unstructured{}
 	ns.SetAPIVersion("v1")
 	ns.SetKind("Namespace")
