@@ -13,10 +13,10 @@ import (
 
 // Binaries are the paths of the built commands.
 type Binaries struct {
-	Issuer, Sidecar, RelayApp string
+	Issuer, Sidecar, RelayApp, Relayctl string
 }
 
-// Build builds relay-issuer, relay-sidecar and the sample relayapp into dir
+// Build builds relay-issuer, relay-sidecar, relayctl and the sample relayapp into dir
 // with the go command, one after the other, reporting each through progress
 // (nil for none).
 func Build(ctx context.Context, dir string, progress func(string)) (Binaries, error) {
@@ -24,12 +24,14 @@ func Build(ctx context.Context, dir string, progress func(string)) (Binaries, er
 		Issuer:   filepath.Join(dir, "relay-issuer"),
 		Sidecar:  filepath.Join(dir, "relay-sidecar"),
 		RelayApp: filepath.Join(dir, "relayapp"),
+		Relayctl: filepath.Join(dir, "relayctl"),
 	}
 	root := provider.RepoPath("")
 	for _, s := range []struct{ out, pkg string }{
 		{b.Sidecar, "./relay-sidecar"},
 		{b.RelayApp, "./e2e/relayapp/cmd/relayapp"},
 		{b.Issuer, "./issuer"},
+		{b.Relayctl, "./relayctl"},
 	} {
 		begin := time.Now()
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", s.out, s.pkg)

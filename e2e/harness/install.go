@@ -469,7 +469,7 @@ func (in *Installation) startIssuer(ctx context.Context, c provider.Cluster, iss
 	}
 	name := "relay-issuer-" + c.Name()
 	if issuance {
-		dir, err := in.mount(ctx, c, ServerSecret, "issuer-serving", "tls.crt", "tls.key")
+		dir, err := in.Mount(ctx, c, ServerSecret, "issuer-serving", "tls.crt", "tls.key")
 		if err != nil {
 			return err
 		}
@@ -500,8 +500,10 @@ func FreeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// mount projects a Secret of c into Dir/mounts/<name>.
-func (in *Installation) mount(ctx context.Context, c provider.Cluster, secret, name string, keys ...string) (Mounts, error) {
+// Mount projects keys of a Secret of c into Dir/mounts/<name>, as a pod's
+// Secret volume, and waits for the first generation. Its CertDir is the
+// directory.
+func (in *Installation) Mount(ctx context.Context, c provider.Cluster, secret, name string, keys ...string) (Mounts, error) {
 	d, err := kubeletdir.New(filepath.Join(in.Dir, "mounts", name))
 	if err != nil {
 		return Mounts{}, err
@@ -532,7 +534,7 @@ func (in *Installation) project(ctx context.Context) error {
 		if key == "" {
 			keys = []string{"tls.crt", "tls.key"}
 		}
-		mt, err := in.mount(ctx, c, secret, name, keys...)
+		mt, err := in.Mount(ctx, c, secret, name, keys...)
 		if err != nil {
 			errs = append(errs, err)
 			return

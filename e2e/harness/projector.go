@@ -31,13 +31,14 @@ type Projector struct {
 
 	mu          sync.Mutex
 	last        map[string][]byte
+	seen        [][]byte
 	generations int
 	err         error
 	changed     chan struct{}
 }
 
-// Project starts projecting namespace/secret's keys (secret key -> file
-// name, the same name when mapped is nil) into dir until ctx ends.
+// Project starts projecting the given keys of namespace/secret into dir,
+// one file per key, until ctx ends.
 func Project(ctx context.Context, cfg *rest.Config, namespace, secret string, dir *kubeletdir.Dir, keys ...string) (*Projector, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -102,6 +103,9 @@ func (p *Projector) observe(s *corev1.Secret) {
 		return
 	}
 	p.last = files
+	for _, v := range files {
+		p.seen = append(p.seen, v)
+	}
 	p.generations++
 	close(p.changed)
 	p.changed = make(chan struct{})
@@ -117,6 +121,13 @@ func sameFiles(a, b map[string][]byte) bool {
 		}
 	}
 	return true
+}
+
+// Seen returns every file content projected so far (for the leak check).
+func (p *Projector) Seen() [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([][]byte(nil), p.seen...)
 }
 
 // Generations is how many generations were projected.
