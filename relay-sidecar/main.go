@@ -83,7 +83,8 @@ func run(fs *flag.FlagSet, cfg *config.Config) error {
 		s, err := server.New(server.Config{
 			Mode: cfg.Mode, Upstream: cfg.Upstream, ProxyProtocol: cfg.ProxyProtocol,
 			Creds: reloader, TLS: tlsOpts, KeepaliveMinTime: cfg.KeepaliveMinTime,
-			PingInterval: cfg.ServerPingInterval, Metrics: m, Log: log,
+			PingInterval: cfg.ServerPingInterval, ResumeWindow: cfg.Window(), ResumeBuffer: cfg.ResumeBuffer,
+			Metrics: m, Log: log,
 		})
 		if err != nil {
 			return err
@@ -93,7 +94,8 @@ func run(fs *flag.FlagSet, cfg *config.Config) error {
 		a, err := agent.New(agent.Config{
 			Mode: cfg.Mode, ServerAddr: cfg.ServerAddr, ServerName: cfg.ServerName, Cluster: cfg.Cluster,
 			Creds: reloader, TLS: tlsOpts, KeepaliveTime: cfg.KeepaliveTime, KeepaliveTimeout: cfg.KeepaliveTimeout,
-			BackoffMax: cfg.ReconnectMaxDelay, Metrics: m, Log: log,
+			BackoffMax: cfg.ReconnectMaxDelay, ResumeWindow: cfg.Window(), ResumeBuffer: cfg.ResumeBuffer,
+			Metrics: m, Log: log,
 		})
 		if err != nil {
 			return err

@@ -61,6 +61,12 @@ type Config struct {
 	// OpenTimeout bounds how long a new tunnel waits for the relay (default
 	// 30s).
 	OpenTimeout time.Duration
+	// ResumeWindow is how long a tunnel that lost its stream keeps trying
+	// to resume; zero turns resumable tunnels off.
+	ResumeWindow time.Duration
+	// ResumeBuffer is the most unacknowledged bytes kept per tunnel
+	// (default resume.DefaultLimit).
+	ResumeBuffer int
 
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
@@ -79,6 +85,7 @@ type Agent struct {
 	cur      *relayConn
 	pending  *relayConn
 	retiring map[*relayConn]struct{}
+	live     map[*tunnel]struct{}
 	nextID   int
 	lis      []net.Listener
 	tunnels  sync.WaitGroup
@@ -136,7 +143,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Cluster = id
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Agent{cfg: cfg, ctx: ctx, cancel: cancel, retiring: map[*relayConn]struct{}{}}
+	a := &Agent{cfg: cfg, ctx: ctx, cancel: cancel, retiring: map[*relayConn]struct{}{}, live: map[*tunnel]struct{}{}}
 	rc, err := a.dial()
 	if err != nil {
 		cancel()
@@ -375,6 +382,7 @@ func (a *Agent) connected(rc *relayConn) {
 	if old != nil {
 		a.cfg.Log.Info("new tunnels use the new connection; the old one closes after its last tunnel",
 			"new_conn", rc.id, "old_conn", old.id, "old_tunnels", old.active.Load())
+		a.moveTunnels(old)
 		a.retire(old)
 	}
 }

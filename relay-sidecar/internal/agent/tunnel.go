@@ -25,14 +25,23 @@ func closeWrite(c net.Conn) {
 func (a *Agent) handle(local net.Conn) {
 	defer local.Close()
 	rc := a.pick()
-	defer a.release(rc)
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			a.release(rc)
+		}
+	}()
 
 	ctx, cancel := context.WithCancel(a.ctx)
 	defer cancel()
 	openTimer := time.AfterFunc(a.cfg.OpenTimeout, cancel)
 	stream, err := rc.cc.NewStream(ctx, &frame.TunnelStreamDesc, frame.TunnelMethod, grpc.WaitForReady(true))
 	if err == nil {
-		err = stream.SendMsg(&frame.Frame{Kind: frame.KindOpen})
+		open := &frame.Frame{Kind: frame.KindOpen}
+		if a.cfg.ResumeWindow > 0 {
+			open.Flags = frame.FlagResumable
+		}
+		err = stream.SendMsg(open)
 		if err != nil {
 			err = recvErr(stream, err)
 		}
@@ -50,6 +59,11 @@ func (a *Agent) handle(local net.Conn) {
 	if err != nil {
 		a.cfg.Metrics.Tunnels.WithLabelValues("open_failed").Inc()
 		a.cfg.Log.Warn("tunnel refused", "conn", rc.id, "error", message(err))
+		return
+	}
+	if len(f.ID) > 0 && a.cfg.ResumeWindow > 0 {
+		handedOff = true // runResumable releases rc
+		a.runResumable(local, rc, stream, cancel, f.ID)
 		return
 	}
 	a.cfg.Metrics.ActiveTunnels.Inc()

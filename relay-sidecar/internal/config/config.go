@@ -48,6 +48,11 @@ type Config struct {
 	ReloadPoll  time.Duration
 	TLSMin      string
 
+	// Resumable tunnels (both roles).
+	Resume       bool
+	ResumeWindow time.Duration
+	ResumeBuffer int
+
 	DrainTimeout time.Duration
 	LogLevel     string
 	LogFormat    string
@@ -79,6 +84,9 @@ func Register(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token (mode tls)")
 	fs.DurationVar(&c.ReloadPoll, "reload-poll-interval", 10*time.Second, "re-read the credentials this often besides watching them")
 	fs.StringVar(&c.TLSMin, "tls-min-version", "1.3", "1.3, or 1.2 (AEAD cipher suites only)")
+	fs.BoolVar(&c.Resume, "resume", true, "resumable tunnels: a tunnel survives rotation, the server's expiry close and network cuts by resuming on a new connection (both sides must allow it; --resume=false is the baseline)")
+	fs.DurationVar(&c.ResumeWindow, "resume-window", 30*time.Second, "server: how long a tunnel that lost its stream keeps its upstream connection and buffer for a resume; agent: how long it keeps trying to resume")
+	fs.IntVar(&c.ResumeBuffer, "resume-buffer", 1<<20, "most unacknowledged bytes kept per tunnel and direction for a resume; a peer that does not acknowledge gets backpressure")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, wait this long for tunnels to finish")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
@@ -105,6 +113,15 @@ func (c *Config) Set(name string) {
 
 // SetMode sets --mode.
 func (c *Config) SetMode(m string) { c.mode = m; c.Set("mode") }
+
+// Window is the resume window handed to the roles: zero when resuming is
+// off.
+func (c *Config) Window() time.Duration {
+	if !c.Resume {
+		return 0
+	}
+	return c.ResumeWindow
+}
 
 // TLSVersion is the parsed --tls-min-version.
 func (c *Config) TLSVersion() uint16 {
@@ -170,6 +187,20 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainTimeout < 0 {
 		add("--drain-timeout must not be negative")
+	}
+	if !c.Resume {
+		for _, f := range []string{"resume-window", "resume-buffer"} {
+			if c.set[f] {
+				add("--%s conflicts with --resume=false", f)
+			}
+		}
+	} else {
+		if c.ResumeWindow <= 0 {
+			add("--resume-window must be positive (use --resume=false to turn resuming off)")
+		}
+		if c.ResumeBuffer < 64<<10 {
+			add("--resume-buffer=%d is below 65536 bytes", c.ResumeBuffer)
+		}
 	}
 
 	// Material per mode and role.

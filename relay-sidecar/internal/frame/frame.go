@@ -10,10 +10,19 @@
 //	then zero or more fields: uvarint tag, uvarint length, length bytes
 //
 // Fields carry a tag so that new ones can be added without breaking older
-// peers: a decoder skips tags it does not know. Tags 3-5 are reserved for
-// resumable tunnels (tunnel ID, byte offset, acknowledged offset) and kinds
-// 5-6 for their Ack and Resume frames; a peer that does not know a kind
-// refuses it with an error naming it.
+// peers: a decoder skips tags it does not know. Resumable tunnels use tags
+// 3 (tunnel ID), 4 (byte offset), 5 (acknowledged offset) and 6 (flags), and
+// kinds 5 (Ack) and 6 (Resume); a peer that does not know a kind refuses it
+// with an error naming it.
+//
+// Resumable tunnels: the agent asks for one with FlagResumable on its Open;
+// a server that keeps tunnels answers Open with the tunnel ID. From then on
+// each Data frame carries the offset of its first byte in the sender's byte
+// stream, and each side acknowledges (Ack frames, or the Ack field of any
+// frame) how many bytes it has delivered, the peer's Close counting as one
+// more byte. After a cut the agent sends Resume with the ID and the offset it
+// has delivered; the server answers Resume with its own delivered offset,
+// and both sides send again from the offset the other one named.
 package frame
 
 import (
@@ -40,7 +49,11 @@ const (
 	// KindHello is the agent's authentication check on a fresh connection
 	// and the server's answer, naming the identity it verified in Reason.
 	KindHello Kind = 4
-	// Kinds 5 (ack) and 6 (resume) are reserved for resumable tunnels.
+	// KindAck acknowledges, in Ack, the bytes delivered so far.
+	KindAck Kind = 5
+	// KindResume re-attaches a tunnel (ID) to a new stream: Offset is what
+	// the sender has delivered of the peer's bytes.
+	KindResume Kind = 6
 )
 
 func (k Kind) String() string {
@@ -53,6 +66,10 @@ func (k Kind) String() string {
 		return "close"
 	case KindHello:
 		return "hello"
+	case KindAck:
+		return "ack"
+	case KindResume:
+		return "resume"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -61,8 +78,23 @@ func (k Kind) String() string {
 const (
 	tagPayload = 1
 	tagReason  = 2
-	// 3 tunnel ID, 4 offset, 5 acknowledged offset: reserved.
+	tagID      = 3
+	tagOffset  = 4
+	tagAck     = 5
+	tagFlags   = 6
 )
+
+// Flags of a frame.
+const (
+	// FlagResumable on the agent's Open asks for a resumable tunnel.
+	FlagResumable uint64 = 1 << iota
+	// FlagAbort on a Close says the tunnel is given up, not finished: the
+	// peer drops it at once instead of keeping it for a resume.
+	FlagAbort
+)
+
+// IDLen is the length of a tunnel ID (random bytes).
+const IDLen = 16
 
 // MaxPayload is the largest Data payload a sender puts in one frame.
 const MaxPayload = 32 << 10
@@ -72,6 +104,14 @@ type Frame struct {
 	Kind    Kind
 	Payload []byte
 	Reason  string
+	// ID is the tunnel ID (resumable tunnels).
+	ID []byte
+	// Offset is the stream offset of a Data payload's first byte, of a
+	// Close, or (Resume) the bytes the sender has delivered.
+	Offset uint64
+	// Ack is how many of the peer's bytes the sender has delivered.
+	Ack   uint64
+	Flags uint64
 }
 
 // Errors returned by Unmarshal.
@@ -89,6 +129,10 @@ func (f *Frame) Marshal() []byte {
 	if f.Reason != "" {
 		n += 1 + binary.MaxVarintLen64 + len(f.Reason)
 	}
+	if len(f.ID) > 0 {
+		n += 2 + len(f.ID)
+	}
+	n += 3 * (2 + binary.MaxVarintLen64)
 	b := make([]byte, 2, n)
 	b[0], b[1] = Version, byte(f.Kind)
 	if len(f.Payload) > 0 {
@@ -97,7 +141,31 @@ func (f *Frame) Marshal() []byte {
 	if f.Reason != "" {
 		b = appendField(b, tagReason, []byte(f.Reason))
 	}
+	if len(f.ID) > 0 {
+		b = appendField(b, tagID, f.ID)
+	}
+	b = appendUint(b, tagOffset, f.Offset)
+	b = appendUint(b, tagAck, f.Ack)
+	b = appendUint(b, tagFlags, f.Flags)
 	return b
+}
+
+// appendUint appends a non-zero number as a uvarint field.
+func appendUint(b []byte, tag, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = binary.AppendUvarint(b, tag)
+	b = binary.AppendUvarint(b, uint64(binary.PutUvarint(make([]byte, binary.MaxVarintLen64), v)))
+	return binary.AppendUvarint(b, v)
+}
+
+func parseUint(tag uint64, v []byte) (uint64, error) {
+	x, n := binary.Uvarint(v)
+	if n <= 0 || n != len(v) {
+		return 0, fmt.Errorf("tunnel frame field %d is not a well-formed number", tag)
+	}
+	return x, nil
 }
 
 func appendField(b []byte, tag uint64, v []byte) []byte {
@@ -116,7 +184,7 @@ func (f *Frame) Unmarshal(b []byte) error {
 	}
 	*f = Frame{Kind: Kind(b[1])}
 	switch f.Kind {
-	case KindOpen, KindData, KindClose, KindHello:
+	case KindOpen, KindData, KindClose, KindHello, KindAck, KindResume:
 	default:
 		return fmt.Errorf("tunnel frame has unknown kind %d", b[1])
 	}
@@ -138,6 +206,21 @@ func (f *Frame) Unmarshal(b []byte) error {
 			f.Payload = v
 		case tagReason:
 			f.Reason = string(v)
+		case tagID:
+			f.ID = v
+		case tagOffset, tagAck, tagFlags:
+			x, err := parseUint(tag, v)
+			if err != nil {
+				return err
+			}
+			switch tag {
+			case tagOffset:
+				f.Offset = x
+			case tagAck:
+				f.Ack = x
+			default:
+				f.Flags = x
+			}
 		}
 		// Unknown tags are skipped on purpose (forward compatibility).
 	}

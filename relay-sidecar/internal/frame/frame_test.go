@@ -16,13 +16,19 @@ func TestRoundTrip(t *testing.T) {
 		{"data", Frame{Kind: KindData, Payload: bytes.Repeat([]byte{0xab}, MaxPayload)}},
 		{"close with reason", Frame{Kind: KindClose, Reason: "upstream closed"}},
 		{"hello", Frame{Kind: KindHello, Reason: "cluster-a"}},
+		{"resumable open", Frame{Kind: KindOpen, ID: bytes.Repeat([]byte{7}, IDLen), Flags: FlagResumable}},
+		{"data at offset", Frame{Kind: KindData, Payload: []byte("x"), Offset: 1 << 40, Ack: 300}},
+		{"ack", Frame{Kind: KindAck, Ack: 12345}},
+		{"resume", Frame{Kind: KindResume, ID: []byte("0123456789abcdef"), Offset: 99}},
+		{"abort", Frame{Kind: KindClose, Reason: "gone", Flags: FlagAbort, Offset: 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got Frame
 			if err := got.Unmarshal(tc.f.Marshal()); err != nil {
 				t.Fatal(err)
 			}
-			if got.Kind != tc.f.Kind || !bytes.Equal(got.Payload, tc.f.Payload) || got.Reason != tc.f.Reason {
+			if got.Kind != tc.f.Kind || !bytes.Equal(got.Payload, tc.f.Payload) || got.Reason != tc.f.Reason ||
+				!bytes.Equal(got.ID, tc.f.ID) || got.Offset != tc.f.Offset || got.Ack != tc.f.Ack || got.Flags != tc.f.Flags {
 				t.Fatalf("got %+v, want %+v", got, tc.f)
 			}
 		})
@@ -30,7 +36,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestUnknownFieldsAreSkipped(t *testing.T) {
-	// A future peer adds tag 3 (tunnel ID) and tag 9; this version must still
+	// A future peer adds tag 9 and tag 3 in an unexpected place; this version must still
 	// read the payload.
 	b := []byte{Version, byte(KindData)}
 	b = appendField(b, 3, []byte("tunnel-id"))
@@ -56,6 +62,7 @@ func TestMalformed(t *testing.T) {
 		{"unknown kind", []byte{Version, 77}, "unknown kind 77"},
 		{"overlong field", []byte{Version, byte(KindData), tagPayload, 100, 1}, "overlong"},
 		{"truncated tag", []byte{Version, byte(KindData), 0x80}, "malformed field tag"},
+		{"bad offset", []byte{Version, byte(KindData), tagOffset, 2, 0x80, 0x80}, "well-formed number"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var f Frame

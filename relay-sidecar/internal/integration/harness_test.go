@@ -79,6 +79,8 @@ type env struct {
 	appAg   *relayapp.Agent
 	appStop context.CancelFunc
 
+	raw *rawUpstream
+
 	hsMu       sync.Mutex
 	handshakes []server.HandshakeInfo
 }
@@ -165,6 +167,12 @@ type envOpts struct {
 	serverPing  time.Duration
 	expiryGrace time.Duration
 	upstream    string // instead of the sample app's server
+	// resume turns resumable tunnels on with this window on both sides.
+	resume       time.Duration
+	resumeBuffer int
+	// mux puts a raw byte-stream checker (see rawUpstream) beside the
+	// sample app's server on the upstream.
+	mux bool
 }
 
 // newEnv mounts material, starts the upstream (relayapp server), the server
@@ -180,9 +188,13 @@ func newEnv(t *testing.T, o envOpts) *env {
 	// Upstream: the sample management server.
 	upLis := must[net.Listener](t)(net.Listen("tcp", "127.0.0.1:0"))
 	e.up = relayapp.NewServer(relayapp.Options{Interval: 5 * time.Millisecond, Log: e.srvSide.log})
+	e.upAddr = upLis.Addr().String()
+	if o.mux {
+		e.raw = newRawUpstream()
+		upLis = e.raw.mux(t, upLis)
+	}
 	go e.up.Serve(upLis)
 	t.Cleanup(e.up.Stop)
-	e.upAddr = upLis.Addr().String()
 	if o.upstream != "" {
 		e.upAddr = o.upstream
 	}
@@ -201,6 +213,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	e.srvCfg = server.Config{Mode: o.mode, Upstream: e.upAddr, ProxyProtocol: o.proxyProto, Creds: ss.creds,
 		Metrics: ss.metrics, Log: ss.log, ExpiryGrace: o.expiryGrace, PingInterval: o.serverPing, PingTimeout: time.Second,
+		ResumeWindow: o.resume, ResumeBuffer: o.resumeBuffer,
 		OnHandshake: func(h server.HandshakeInfo) {
 			e.hsMu.Lock()
 			e.handshakes = append(e.handshakes, h)
@@ -242,6 +255,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.agCfg = agent.Config{Mode: o.agentMode, ServerAddr: addr, ServerName: serverName, Cluster: cluster,
 		Creds: as.creds, KeepaliveTime: o.keepalive, KeepaliveTimeout: time.Second,
 		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, OpenTimeout: 5 * time.Second,
+		ResumeWindow: o.resume, ResumeBuffer: o.resumeBuffer,
 		Metrics: as.metrics, Log: as.log}
 	e.ag = must[*agent.Agent](t)(agent.New(e.agCfg))
 	t.Cleanup(e.ag.Close)

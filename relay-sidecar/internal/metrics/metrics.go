@@ -33,6 +33,13 @@ type Metrics struct {
 	Reconnects prometheus.Counter
 	// Connections is the number of live relay connections.
 	Connections prometheus.Gauge
+	// Resumes counts tunnel resumes by result: ok, or why one was refused
+	// or given up.
+	Resumes *prometheus.CounterVec
+	// Buffered is the number of sent but unacknowledged tunnel bytes held.
+	Buffered prometheus.Gauge
+	// Orphaned is the number of tunnels waiting for a resume.
+	Orphaned prometheus.Gauge
 }
 
 // ExpiryFunc returns the NotAfter of the certificates a role watches, by
@@ -60,8 +67,15 @@ func New(role string, expiry ExpiryFunc) *Metrics {
 			Help: "Relay connections made after the first (agent).", ConstLabels: c}),
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "relay_sidecar_connections",
 			Help: "Relay connections currently open.", ConstLabels: c}),
+		Resumes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relay_sidecar_tunnel_resumes_total",
+			Help: "Tunnel resumes by result (ok, or the reason it was refused or given up).", ConstLabels: c}, []string{"result"}),
+		Buffered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "relay_sidecar_unacked_bytes",
+			Help: "Tunnel bytes sent but not yet acknowledged, kept for a resume.", ConstLabels: c}),
+		Orphaned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "relay_sidecar_orphaned_tunnels",
+			Help: "Tunnels without a stream, waiting for a resume.", ConstLabels: c}),
 	}
-	reg.MustRegister(m.Handshakes, m.Failures, m.Reloads, m.ActiveTunnels, m.Tunnels, m.Reconnects, m.Connections)
+	reg.MustRegister(m.Handshakes, m.Failures, m.Reloads, m.ActiveTunnels, m.Tunnels, m.Reconnects, m.Connections,
+		m.Resumes, m.Buffered, m.Orphaned)
 	if expiry != nil {
 		reg.MustRegister(&expiryCollector{role: role, fn: expiry,
 			desc: prometheus.NewDesc("relay_sidecar_certificate_expiry_seconds",

@@ -56,6 +56,13 @@ type Config struct {
 	// ExpiryGrace is how long before a peer certificate's expiry its
 	// streams are told and the connection is closed (default 1s).
 	ExpiryGrace time.Duration
+	// ResumeWindow is how long a tunnel that lost its stream keeps its
+	// upstream connection and buffer for the agent to resume it; zero
+	// turns resumable tunnels off.
+	ResumeWindow time.Duration
+	// ResumeBuffer is the most unacknowledged bytes kept per tunnel and
+	// direction (default resume.DefaultLimit).
+	ResumeBuffer int
 
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
@@ -83,6 +90,7 @@ type Server struct {
 	g        *grpc.Server
 	draining atomic.Bool
 	serving  atomic.Bool
+	tunnels  registry
 }
 
 var _ frame.Handlers = (*Server)(nil)
@@ -169,10 +177,14 @@ func (s *Server) Drain(ctx context.Context) {
 		s.g.Stop()
 		<-done
 	}
+	s.closeTunnels("the server sidecar stopped")
 }
 
 // Stop closes everything at once.
-func (s *Server) Stop() { s.g.Stop() }
+func (s *Server) Stop() {
+	s.g.Stop()
+	s.closeTunnels("the server sidecar stopped")
+}
 
 func (s *Server) refuse(ctx context.Context, err error) error {
 	reason := access.ReasonOf(err)
@@ -267,8 +279,14 @@ func (s *Server) Tunnel(stream grpc.ServerStream) error {
 	if err := stream.RecvMsg(&f); err != nil {
 		return err
 	}
+	if f.Kind == frame.KindResume {
+		return s.resume(stream, cluster, info, &f)
+	}
 	if f.Kind != frame.KindOpen {
-		return status.Errorf(codes.InvalidArgument, "a tunnel must start with an open frame, got %s", f.Kind)
+		return status.Errorf(codes.InvalidArgument, "a tunnel must start with an open or resume frame, got %s", f.Kind)
+	}
+	if f.Flags&frame.FlagResumable != 0 && s.cfg.ResumeWindow > 0 {
+		return s.openResumable(ctx, stream, cluster, info)
 	}
 	up, err := s.dialUpstream(ctx, stream, cluster)
 	if err != nil {
