@@ -275,6 +275,13 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				Fix:     "install both clusters with the same mode"})
 		}
 		modeName = cfg["mode"]
+		if m, err := modes.Parse(cfg["mode"]); err == nil && m.BYOServer && side.role == "management" {
+			if _, err := m.ServerSecretName(cfg["serverSecret"]); err != nil {
+				problems = append(problems, check.Finding{Severity: check.Error, Check: "reserved-name",
+					Problem: fmt.Sprintf("%s: ConfigMap %s/%s names server Secret %s: %v", c.Name, modes.Namespace, modes.ConfigMapName, cfg["serverSecret"], err),
+					Fix:     "store your server certificate in " + modes.CustomServerSecret + " (or another name) and set it in the install (chart value secrets.server)"})
+			}
+		}
 		s, err := check.GatherSide(ctx, c, side.role, cfg, &problems)
 		if err != nil {
 			return err

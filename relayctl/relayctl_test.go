@@ -274,6 +274,21 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 			t.Fatal("the failure output contains the token")
 		}
 	})
+
+	t.Run("check flags a reserved server Secret name", func(t *testing.T) {
+		var cm corev1.ConfigMap
+		if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "relaytls-config"}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		// As a GitOps overlay that switched to mode 3 but kept the
+		// self-signed modes' Secret name would leave it.
+		cm.Data["mode"], cm.Data["serverSecret"] = "tls-byo-server", "relay-server-tls-secret"
+		if err := mgmt.Client.Update(t.Context(), &cm); err != nil {
+			t.Fatal(err)
+		}
+		out, err := relayctl(t, "check", mk, dial)
+		mustFail(t, out, err, "ERROR    reserved-name", "reserved for the self-signed modes", "relay-server-tls-secret-custom")
+	})
 }
 
 func keys(m map[string][]byte) []string {
