@@ -122,6 +122,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dnsNames := fs.String("server-dns-names", "", "self-signed modes: comma-separated names for the relay server certificate (every name agents dial)")
 	kctx := fs.String("context", "", "kubeconfig context of the management cluster")
 	kcfg := fs.String("kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for cert-manager to issue the self-signed PKI")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -158,6 +159,9 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "Installing relaytls mode %s in %s\n", m.Name, conn.Name)
 	if err := conn.Apply(ctx, objs, stdout); err != nil {
+		return err
+	}
+	if err := initcmd.WaitPKI(ctx, conn, objs, *timeout, stdout); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "Done. Next: relayctl status, then relayctl register for each workload cluster.\n")

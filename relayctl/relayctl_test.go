@@ -106,6 +106,11 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("relayctl init: %v\n%s", err, out)
 	}
+	for _, w := range []string{"applied CustomResourceDefinition relayissuers.relaytls.io", "applied RelayIssuer relaytls-system/relay", "Certificate relaytls-intermediate: Ready", "Done."} {
+		if !strings.Contains(out, w) {
+			t.Errorf("relayctl init output lacks %q:\n%s", w, out)
+		}
+	}
 	for _, n := range []string{"relaytls-root", "relaytls-intermediate", "relaytls-server"} {
 		if _, err := mgmt.WaitForCertificateReady(t.Context(), ns, n, time.Minute); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -117,4 +121,63 @@ func Preflight(ctx context.Context, c *kube.Conn, mode modes.Mode, role, serverS
 		return fmt.Errorf("%s: mode %s (%s) needs Secrets you bring:\n%s", c.Name, mode.Name, role, strings.Join(problems, "\n"))
 	}
 	return nil
+}
+
+// WaitPKI waits, with a line per change, until cert-manager reports every
+// Certificate of objs Ready: the self-signed modes' root, intermediate and
+// server certificates. relay-issuer's own readiness needs its pod, which
+// `relayctl status` shows.
+func WaitPKI(ctx context.Context, c *kube.Conn, objs []*unstructured.Unstructured, timeout time.Duration, progress io.Writer) error {
+	var names []string
+	for _, o := range objs {
+		if o.GetKind() == "Certificate" {
+			names = append(names, o.GetName())
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	fmt.Fprintf(progress, "Waiting up to %s for cert-manager to issue %s\n", timeout, strings.Join(names, ", "))
+	deadline := time.Now().Add(timeout)
+	last := map[string]string{}
+	for {
+		pending := 0
+		for _, n := range names {
+			var crt cmapi.Certificate
+			state := "not found"
+			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: n}, &crt); err == nil {
+				state = "no Ready condition yet"
+				for _, cond := range crt.Status.Conditions {
+					if cond.Type == cmapi.CertificateConditionReady {
+						state = fmt.Sprintf("Ready=%s %s", cond.Status, cond.Message)
+						if cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == crt.Generation {
+							state = "Ready"
+						}
+					}
+				}
+			}
+			if state != "Ready" {
+				pending++
+			}
+			if last[n] != state {
+				last[n] = state
+				fmt.Fprintf(progress, "  Certificate %s: %s\n", n, state)
+			}
+		}
+		if pending == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, n := range names {
+				fmt.Fprintf(&b, "\n  Certificate %s/%s: %s", modes.Namespace, n, last[n])
+			}
+			return fmt.Errorf("%s: cert-manager has not issued the PKI after %s:%s\nCheck that cert-manager runs (its controller and webhook) and see the Certificates' events", c.Name, timeout, b.String())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
