@@ -237,21 +237,7 @@ func TestRelayIssuer(t *testing.T) {
 			t.Fatal(err)
 		}
 		first := waitSecretSerial(t, c.Client, "mgmt-client-tls", nil)
-		// Trigger a renewal the way `cmctl renew` does.
-		eventually(t, 10*time.Second, "marking the Certificate for renewal", func(ctx context.Context) (bool, string, error) {
-			var cur cmapi.Certificate
-			if err := c.Client.Get(ctx, client.ObjectKeyFromObject(crt), &cur); err != nil {
-				return false, err.Error(), nil
-			}
-			cur.Status.Conditions = append(cur.Status.Conditions, cmapi.CertificateCondition{
-				Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue,
-				Reason: "ManuallyTriggered", Message: "renewal requested by the test",
-			})
-			if err := c.Client.Status().Update(ctx, &cur); err != nil {
-				return false, err.Error(), nil
-			}
-			return true, "", nil
-		})
+		renew(t, c, "mgmt-client")
 		second := waitSecretSerial(t, c.Client, "mgmt-client-tls", first)
 		if first.Cmp(second) == 0 {
 			t.Fatal("the renewed certificate has the same serial")
