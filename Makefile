@@ -30,9 +30,10 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for api/.
 	$(CONTROLLER_GEN) object paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs (deploy/crds) and the issuer's RBAC (deploy/rbac/role.yaml).
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and the issuer's RBAC, then the chart's copies, the kustomize profiles and the sidecar docs.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=deploy/crds
 	$(CONTROLLER_GEN) rbac:roleName=relay-issuer paths=./issuer/... output:rbac:dir=deploy/rbac
+	cd deploy/render && go run ./cmd/gen
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail when generated code, CRDs or RBAC are stale.
@@ -43,13 +44,15 @@ kube-binaries: ## Build kube-apiserver and etcd for the tests into bin/kube (onl
 	@hack/kube-binaries/build.sh $(KUBE_BIN)
 
 .PHONY: lint
-lint: ## gofmt and go vet.
+lint: ## gofmt and go vet (both modules).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	cd deploy/render && go vet ./...
 
 .PHONY: test
-test: kube-binaries verify-generated lint ## Run every test: unit, integration on real control planes.
+test: kube-binaries verify-generated lint ## Run every test: unit, integration on real control planes, chart and profile rendering.
 	go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+	cd deploy/render && go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
 bench: kube-binaries ## Run the benchmarks; each prints ratios against a baseline measured in the same run.
