@@ -57,8 +57,14 @@ func TestRules(t *testing.T) {
 		"certmanager_certificate_expiration_timestamp_seconds": true,
 		"certmanager_certificate_renewal_timestamp_seconds":    true,
 	}
-	for _, m := range regexp.MustCompile(`"(relay_sidecar_[a-z_]+)"`).FindAllStringSubmatch(string(sidecarSrc), -1) {
-		known[m[1]] = true
+	issuerSrc, err := os.ReadFile(filepath.Join("..", "..", "issuer", "metrics", "metrics.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range [][]byte{sidecarSrc, issuerSrc} {
+		for _, m := range regexp.MustCompile(`"(relay_(?:sidecar|issuer)_[a-z_]+)"`).FindAllStringSubmatch(string(src), -1) {
+			known[m[1]] = true
+		}
 	}
 	alerts := map[string]bool{}
 	metricRe := regexp.MustCompile(`\b(certmanager_[a-z_]+|relay_[a-z_]+)\b`)
@@ -78,7 +84,7 @@ func TestRules(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"RelayClientCertificateExpiringSoon", "RelayServerCertificateExpiringSoon", "RelayIntermediateCAExpiringSoon", "RelayRootCAExpiringSoon", "RelayIdentityProofsRefused"} {
+	for _, want := range []string{"RelayClientCertificateExpiringSoon", "RelayServerCertificateExpiringSoon", "RelayIntermediateCAExpiringSoon", "RelayRootCAExpiringSoon", "RelayIdentityProofsRefused", "RelayIssuerIdentityProofsRefused"} {
 		if !alerts[want] {
 			t.Errorf("no alert %s", want)
 		}

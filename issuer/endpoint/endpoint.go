@@ -22,6 +22,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -30,6 +31,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
 
@@ -176,8 +178,14 @@ func validate(req *issuance.SignRequest) ([]cmapi.KeyUsage, error) {
 	return usages, nil
 }
 
-// Sign handles one enrollment or renewal call.
+// Sign handles one enrollment or renewal call and counts its outcome.
 func (s *Server) Sign(ctx context.Context, req *issuance.SignRequest) (*issuance.SignResponse, error) {
+	resp, err := s.sign(ctx, req)
+	metrics.Enrollments.WithLabelValues(enrollmentResult(err), issuance.ReasonOf(err)).Inc()
+	return resp, err
+}
+
+func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance.SignResponse, error) {
 	start := time.Now()
 	usages, err := validate(req)
 	if err != nil {
@@ -238,6 +246,19 @@ func (s *Server) Sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 	resp, err := s.wait(ctx, created)
 	log.Info("enrollment finished", "signed", err == nil, "reason", issuance.ReasonOf(err), "duration", time.Since(start).Round(time.Millisecond).String())
 	return resp, err
+}
+
+// enrollmentResult labels a call's outcome: signed, refused (the issuer or the
+// approver said no) or failed (anything else; the caller retries).
+func enrollmentResult(err error) string {
+	switch status.Code(err) {
+	case codes.OK:
+		return "signed"
+	case codes.InvalidArgument, codes.PermissionDenied:
+		return "refused"
+	default:
+		return "failed"
+	}
 }
 
 // checkIssuer refuses to forward to an issuer that does not require proofs:

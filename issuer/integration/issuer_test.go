@@ -14,6 +14,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,6 +24,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
 
@@ -109,6 +111,13 @@ func TestRelayIssuer(t *testing.T) {
 	})
 
 	t.Run("refusals", func(t *testing.T) {
+		invalidBefore := testutil.ToFloat64(metrics.Requests.WithLabelValues("refused", policy.ReasonInvalidIdentityProof))
+		defer func() {
+			// Three cases above present a proof that does not match.
+			if got := testutil.ToFloat64(metrics.Requests.WithLabelValues("refused", policy.ReasonInvalidIdentityProof)) - invalidBefore; got != 3 && !t.Failed() {
+				t.Errorf("relay_issuer_certificaterequests_total{result=refused,reason=InvalidIdentityProof} grew by %v; want 3", got)
+			}
+		}()
 		rsaWeak, err := rsa.GenerateKey(rand.Reader, 1024)
 		if err != nil {
 			t.Fatal(err)

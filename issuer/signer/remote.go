@@ -22,6 +22,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
 
@@ -159,6 +160,7 @@ func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObj
 	defer cancel()
 	resp, err := issuance.NewClient(cc).Sign(callCtx, req)
 	if err == nil {
+		metrics.Requests.WithLabelValues("signed", "").Inc()
 		return signer.PEMBundle{ChainPEM: resp.Certificate, CAPEM: resp.CA}, nil
 	}
 	st := status.Convert(err)

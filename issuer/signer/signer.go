@@ -30,6 +30,7 @@ import (
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
 
@@ -201,6 +202,7 @@ func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenS
 // refused turns a policy refusal into a permanent failure that also sets the
 // request's InvalidRequest condition with the rule's reason.
 func refused(r *policy.Refusal) error {
+	metrics.Requests.WithLabelValues("refused", r.Reason).Inc()
 	return signer.PermanentError{Err: signer.SetCertificateRequestConditionError{
 		Err:           r,
 		ConditionType: ConditionInvalidRequest,
@@ -317,6 +319,7 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 	if err != nil {
 		return signer.PEMBundle{}, fmt.Errorf("encoding the certificate chain: %w", err)
 	}
+	metrics.Requests.WithLabelValues("signed", "").Inc()
 	return signer.PEMBundle{ChainPEM: chainPEM, CAPEM: ca.RootPEM}, nil
 }
 
