@@ -72,7 +72,7 @@ func (a *Agent) runResumable(local net.Conn, rc *relayConn, stream grpc.ClientSt
 	from := uint64(0)
 	result := "ok"
 	for {
-		err := sess.Attach(stream, gen, from, mv, nil, true)
+		err := sess.Attach(stream, gen, from, mv, nil, true, cancel)
 		cancel()
 		a.release(rc)
 		if err == nil {

@@ -139,8 +139,12 @@ type Setup struct {
 	// DirectAddr is a TLS (mutual) server running the upstream logic.
 	DirectAddr string
 	// AgentLocal is the agent sidecar's local listener; behind it the
-	// server sidecar forwards to a plain upstream.
+	// server sidecar forwards to a plain upstream. Resume is off on this
+	// pair (the baseline).
 	AgentLocal string
+	// ResumeLocal is the same through a second pair of sidecars with
+	// resumable tunnels on.
+	ResumeLocal string
 	ClientTLS  *tls.Config
 
 	closers []func()
@@ -179,47 +183,64 @@ func NewSetup(dir string) (*Setup, error) {
 	s.closers = append(s.closers, func() { ul.Close() })
 	go serve(ul, func(c net.Conn) net.Conn { return c })
 
+	for _, window := range []time.Duration{0, 30 * time.Second} {
+		local, err := s.startPair(ul.Addr().String(), window, quiet)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		if window == 0 {
+			s.AgentLocal = local
+		} else {
+			s.ResumeLocal = local
+		}
+	}
+	return s, nil
+}
+
+// startPair starts a server and an agent sidecar (mtls) with the given
+// resume window (0: resume off) and returns the agent's local address.
+func (s *Setup) startPair(upstream string, window time.Duration, quiet *slog.Logger) (string, error) {
+	m := s.M
 	srvCreds, err := creds.NewReloader(Sources(m.ServerDir), creds.Expect{Role: creds.RoleServer}, creds.Options{Log: quiet})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	srv, err := server.New(server.Config{Mode: access.ModeMTLS, Upstream: ul.Addr().String(), Creds: srvCreds,
-		Metrics: metrics.New("server", nil), Log: quiet})
+	srv, err := server.New(server.Config{Mode: access.ModeMTLS, Upstream: upstream, Creds: srvCreds,
+		ResumeWindow: window, Metrics: metrics.New("server", nil), Log: quiet})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	sl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	go srv.Serve(sl)
 	s.closers = append(s.closers, srv.Stop)
 
 	agCreds, err := creds.NewReloader(Sources(m.AgentDir), creds.Expect{Role: creds.RoleAgent}, creds.Options{Log: quiet})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	ag, err := agent.New(agent.Config{Mode: access.ModeMTLS, ServerAddr: sl.Addr().String(), ServerName: ServerName,
-		Creds: agCreds, Metrics: metrics.New("agent", nil), Log: quiet})
+		Creds: agCreds, ResumeWindow: window, Metrics: metrics.New("agent", nil), Log: quiet})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	al, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	go ag.Serve(al)
 	s.closers = append(s.closers, ag.Close)
-	s.AgentLocal = al.Addr().String()
 	deadline := time.Now().Add(20 * time.Second)
 	for ag.Ready() != nil {
 		if time.Now().After(deadline) {
-			s.Close()
-			return nil, fmt.Errorf("agent sidecar not ready: %v", ag.Ready())
+			return "", fmt.Errorf("agent sidecar not ready: %v", ag.Ready())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return s, nil
+	return al.Addr().String(), nil
 }
 
 // Close stops everything.
@@ -241,8 +262,11 @@ func (s *Setup) Direct() (net.Conn, error) {
 	return c, c.Handshake()
 }
 
-// Sidecar dials the agent sidecar's local listener.
+// Sidecar dials the agent sidecar's local listener (resume off).
 func (s *Setup) Sidecar() (net.Conn, error) { return net.Dial("tcp", s.AgentLocal) }
+
+// Resumable dials the local listener of the sidecars with resume on.
+func (s *Setup) Resumable() (net.Conn, error) { return net.Dial("tcp", s.ResumeLocal) }
 
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {

@@ -12,7 +12,7 @@ func TestMeasurementsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	for name, d := range map[string]Dialer{"direct": s.Direct, "sidecar": s.Sidecar} {
+	for name, d := range map[string]Dialer{"direct": s.Direct, "sidecar": s.Sidecar, "resumable": s.Resumable} {
 		t.Run(name, func(t *testing.T) {
 			if bps, err := Throughput(d, 4, 1<<20); err != nil || bps <= 0 {
 				t.Fatalf("throughput: %v, %v", bps, err)

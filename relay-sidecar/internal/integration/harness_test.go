@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -263,6 +264,10 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.agLocal = agLis.Addr().String()
 	go e.ag.Serve(agLis)
 	t.Cleanup(func() {
+		if dir := os.Getenv("RELAYTLS_LOGDIR"); dir != "" && t.Failed() {
+			_ = os.WriteFile(filepath.Join(dir, t.Name()+".server.log"), []byte(ss.logs.String()), 0o600)
+			_ = os.WriteFile(filepath.Join(dir, t.Name()+".agent.log"), []byte(as.logs.String()), 0o600)
+		}
 		if t.Failed() {
 			t.Logf("server sidecar log:\n%s", tail(ss.logs.String(), 40))
 			t.Logf("agent sidecar log:\n%s", tail(as.logs.String(), 40))

@@ -327,7 +327,10 @@ func (s *Session) finish() {
 // closed (ErrDetached), or the stream fails (its error). from is the offset
 // the peer has delivered; gen comes from Takeover. With waitEOF (the
 // agent), a finished tunnel also waits for the server to end the stream.
-func (s *Session) Attach(st Stream, gen, from uint64, stop, stop2 <-chan struct{}, waitEOF bool) error {
+// cancel, if set, ends st; it is called when the attachment stops for any
+// other reason than the tunnel's end, so that a send blocked on flow
+// control returns.
+func (s *Session) Attach(st Stream, gen, from uint64, stop, stop2 <-chan struct{}, waitEOF bool, cancel func()) error {
 	s.mu.Lock()
 	if err := s.ack(from); err != nil {
 		s.mu.Unlock()
@@ -344,21 +347,25 @@ func (s *Session) Attach(st Stream, gen, from uint64, stop, stop2 <-chan struct{
 	go func() { recvErr <- s.recv(st, gen) }()
 	var err error
 	recvDone := false
+	stopped := func() {
+		close(quit)
+		if cancel != nil && !s.isDone() {
+			cancel()
+		}
+		<-sendErr
+	}
 	select {
 	case err = <-sendErr:
 		close(quit)
 	case err = <-recvErr:
 		recvDone = true
-		close(quit)
-		<-sendErr
+		stopped()
 	case <-stop:
 		err = ErrDetached
-		close(quit)
-		<-sendErr
+		stopped()
 	case <-stop2:
 		err = ErrDetached
-		close(quit)
-		<-sendErr
+		stopped()
 	}
 	if !s.isDone() {
 		if err == nil {

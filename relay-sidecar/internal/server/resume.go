@@ -167,7 +167,7 @@ func (t *tunnel) attach(gen uint64) chan struct{} {
 // serveAttached carries t over stream; when the stream goes, the tunnel
 // waits for a resume for the resume window.
 func (s *Server) serveAttached(stream grpc.ServerStream, t *tunnel, gen, from uint64, kick chan struct{}, info *ConnInfo) error {
-	err := t.sess.Attach(stream, gen, from, kick, info.expired, false)
+	err := t.sess.Attach(stream, gen, from, kick, info.expired, false, nil)
 	if err == nil {
 		return nil
 	}
@@ -216,28 +216,15 @@ func (s *Server) orphan(t *tunnel, gen uint64, why string) {
 		s.cfg.Log.Warn("tunnel closed", "tunnel", t.label, "cluster", t.cluster, "reason", reason)
 		t.sess.Abort(reason, false)
 	})
-	// The gauge follows the timer: stopped by a resume, or fired.
-	timer := t.timer
+	// The gauge counts the tunnel until a resume or its end.
+	resumed := t.kick
 	go func() {
 		select {
 		case <-t.sess.Done():
-		case <-t.resumed(gen):
+		case <-resumed:
 		}
-		_ = timer
 		s.cfg.Metrics.Orphaned.Dec()
 	}()
-}
-
-// resumed is closed once a stream newer than gen is attached.
-func (t *tunnel) resumed(gen uint64) <-chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.gen != gen {
-		c := make(chan struct{})
-		close(c)
-		return c
-	}
-	return t.kick
 }
 
 func (s *Server) refuseResume(result string, code codes.Code, format string, args ...any) error {
@@ -251,6 +238,12 @@ func (s *Server) refuseResume(result string, code codes.Code, format string, arg
 func (s *Server) resume(stream grpc.ServerStream, cluster string, info *ConnInfo, f *frame.Frame) error {
 	if s.cfg.ResumeWindow <= 0 {
 		return s.refuseResume(ResumeUnknownTunnel, codes.NotFound, "this server does not keep tunnels (resume is off)")
+	}
+	select {
+	case <-info.expired:
+		// Not refused for good: the agent retries on a newer connection.
+		return status.Error(codes.Unavailable, "this connection closes at the agent certificate's expiry; resume on a new one")
+	default:
 	}
 	t, g, ok := s.tunnels.lookup(string(f.ID))
 	if !ok {

@@ -57,10 +57,10 @@ func main() {
 }
 
 type row struct {
-	name           string
-	direct, relay  float64
-	unit           string
-	higherIsBetter bool
+	name                  string
+	direct, relay, resume float64 // resume 0: not measured
+	unit                  string
+	higherIsBetter        bool
 }
 
 func run(sidecar string, agents int, mib int64, rounds int) error {
@@ -74,7 +74,7 @@ func run(sidecar string, agents int, mib int64, rounds int) error {
 		return err
 	}
 	defer s.Close()
-	paths := []bench.Dialer{s.Direct, s.Sidecar}
+	paths := []bench.Dialer{s.Direct, s.Sidecar, s.Resumable}
 	var rows []row
 
 	for _, streams := range []int{1, 16} {
@@ -131,21 +131,29 @@ func run(sidecar string, agents int, mib int64, rounds int) error {
 
 	fmt.Printf("relay-sidecar vs direct TLS on loopback (mtls, TLS 1.3, GOMAXPROCS=%d, %s)\n", runtime.GOMAXPROCS(0), runtime.Version())
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "measure\tunit\tdirect TLS\tsidecar\tsidecar/direct")
+	fmt.Fprintln(tw, "measure\tunit\tdirect TLS\tsidecar resume off\tsidecar resume on\toff/direct\ton/direct\ton/off")
 	for _, r := range rows {
-		ratio := r.relay / r.direct
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.2fx\n", r.name, r.unit, r.direct, r.relay, ratio)
+		if r.resume == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t-\t%.2fx\t-\t-\n", r.name, r.unit, r.direct, r.relay, r.relay/r.direct)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.2fx\t%.2fx\t%.2fx\n", r.name, r.unit, r.direct, r.relay, r.resume,
+			r.relay/r.direct, r.resume/r.direct, r.resume/r.relay)
 	}
 	tw.Flush()
-	fmt.Println("(throughput: higher is better; latency, open time and memory: lower is better)")
+	fmt.Println("(throughput: higher is better; latency, open time and memory: lower is better;")
+	fmt.Println(" memory is the relay-sidecar binary with its default flags, resume on)")
 	return nil
 }
 
 func set(r *row, i int, v float64) {
-	if i == 0 {
+	switch i {
+	case 0:
 		r.direct = v
-	} else {
+	case 1:
 		r.relay = v
+	default:
+		r.resume = v
 	}
 }
 
