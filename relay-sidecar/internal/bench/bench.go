@@ -145,7 +145,7 @@ type Setup struct {
 	// ResumeLocal is the same through a second pair of sidecars with
 	// resumable tunnels on.
 	ResumeLocal string
-	ClientTLS  *tls.Config
+	ClientTLS   *tls.Config
 
 	closers []func()
 }

@@ -133,9 +133,9 @@ func (r *rawEnd) read() {
 }
 
 type rawStats struct {
-	Sent, Recv, Bad int64
-	EOF             bool
-	Err             error
+	Sent, Recv, Bad  int64
+	EOF              bool
+	Err              error
 	SentSum, RecvSum string
 }
 

@@ -298,4 +298,3 @@ func (s *Server) closeTunnels(reason string) {
 		t.sess.Abort(reason, false)
 	}
 }
-
