@@ -89,6 +89,11 @@ func setUp(t *testing.T, m harness.Mode) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = relay.Stop() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			keepLogs(t, in.LogDir)
+		}
+	})
 	e := &env{t: t, mode: m, clusters: clusters, in: in, relay: relay}
 	e.watch = harness.WatchRotations(ctx, in.Renewed, nil)
 	t.Logf("mode %s: relay up; cert-manager renews %d certificate(s)", m, len(in.Renewed))
@@ -291,19 +296,21 @@ func (e *env) extraAgent(t *testing.T, name string, mounts harness.Mounts) (*har
 	return r, stop
 }
 
-// refused waits until the server sidecar counted two more refusals, then
-// checks the extra agent is not ready and its sample agent got nothing
-// through it.
-func (e *env) refused(t *testing.T, extra *harness.Relay, reasonHint string) {
+// refused waits until the server sidecar counted two more refusals for
+// reason, then checks that the extra agent is not ready, that its sample
+// agent got no heartbeat through it, that the legitimate agent saw no
+// failure, and that the refused agent's log gives the reason.
+func (e *env) refused(t *testing.T, extra *harness.Relay, reason, agentSays string) {
 	t.Helper()
-	before, err := harness.Metric(t.Context(), e.relay.ServerHealth, "relay_sidecar_handshake_failures_total")
+	label := `reason="` + reason + `"`
+	before, err := harness.Metric(t.Context(), e.relay.ServerHealth, "relay_sidecar_handshake_failures_total", label)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var after float64
-	eventually(t, time.Minute, "the server sidecar to refuse the agent twice", func(ctx context.Context) (bool, string) {
-		after, err = harness.Metric(ctx, e.relay.ServerHealth, "relay_sidecar_handshake_failures_total")
-		return err == nil && after >= before+2, fmt.Sprintf("%v refusals (was %v)", after, before)
+	eventually(t, time.Minute, "the server sidecar to refuse the agent twice with "+label, func(ctx context.Context) (bool, string) {
+		after, err := harness.Metric(ctx, e.relay.ServerHealth, "relay_sidecar_handshake_failures_total", label)
+		all, _ := harness.Metric(ctx, e.relay.ServerHealth, "relay_sidecar_handshake_failures_total")
+		return err == nil && after >= before+2, fmt.Sprintf("%v refusals with %s (was %v), %v in all", after, label, before, all)
 	})
 	code, _, _ := getReady(t.Context(), extra.AgentHealth)
 	if code == 200 {
@@ -312,11 +319,14 @@ func (e *env) refused(t *testing.T, extra *harness.Relay, reasonHint string) {
 	if done, err := extra.AgentSidecar.Exited(); done {
 		t.Fatalf("the refused agent sidecar exited (%v) instead of retrying", err)
 	}
+	if n := appReceived(extra.App.LogPath); n != 0 {
+		t.Fatalf("the sample agent behind the refused sidecar received %d heartbeats", n)
+	}
 	if n, _ := harness.Metric(t.Context(), e.relay.AgentHealth, "relay_sidecar_handshake_failures_total"); n != 0 {
 		t.Fatalf("the legitimate agent counted %v failures", n)
 	}
-	if !logMentions(extra.AgentSidecar.LogPath, reasonHint) {
-		t.Errorf("the refused agent's log does not say why (looked for %q in %s)", reasonHint, extra.AgentSidecar.LogPath)
+	if !logMentions(extra.AgentSidecar.LogPath, agentSays) {
+		t.Errorf("the refused agent's log does not say %q (%s)", agentSays, extra.AgentSidecar.LogPath)
 	}
 }
 
@@ -330,7 +340,7 @@ func (e *env) wrongTokenAgent(t *testing.T) {
 	}
 	extra, stop := e.extraAgent(t, "wrong-token", harness.Mounts{Bundle: e.in.Agent.Bundle, Token: dir.File("token")})
 	defer stop()
-	e.refused(t, extra, "token")
+	e.refused(t, extra, "invalid_proof", "does not match the relay identity token")
 }
 
 func (e *env) otherCAClient(t *testing.T) {
@@ -349,7 +359,7 @@ func (e *env) otherCAClient(t *testing.T) {
 	}
 	extra, stop := e.extraAgent(t, "other-ca", harness.Mounts{CertDir: dir.Path(), Bundle: dir.File("ca.crt")})
 	defer stop()
-	e.refused(t, extra, "")
+	e.refused(t, extra, "untrusted", "relay connection failed")
 }
 
 func (e *env) wrongTokenEnrollment(t *testing.T) {

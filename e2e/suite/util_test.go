@@ -2,12 +2,15 @@ package suite
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relaytls/relaytls/e2e/relayapp"
 )
 
 func readFile(t *testing.T, path string) []byte {
@@ -35,16 +38,43 @@ func getReady(ctx context.Context, addr string) (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
-// logMentions reports whether the log file mentions s (case-insensitive);
-// an empty s only requires a warning or error line.
+// logMentions reports whether the log file mentions s (case-insensitive).
 func logMentions(path, s string) bool {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return false
 	}
-	text := strings.ToLower(string(b))
-	if s == "" {
-		return strings.Contains(text, `"level":"warn"`) || strings.Contains(text, `"level":"error"`)
+	return strings.Contains(strings.ToLower(string(b)), strings.ToLower(s))
+}
+
+// appReceived is the last "received" count a relayapp printed to its log
+// (its stats are JSON lines on stdout).
+func appReceived(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
 	}
-	return strings.Contains(text, strings.ToLower(s))
+	var last int64
+	for _, line := range strings.Split(string(b), "\n") {
+		var s relayapp.Stats
+		if json.Unmarshal([]byte(line), &s) == nil {
+			last = s.Received
+		}
+	}
+	return last
+}
+
+// keepLogs copies the components' logs out of the test's temporary
+// directory, which is removed, and says where they are.
+func keepLogs(t *testing.T, dir string) {
+	dst, err := os.MkdirTemp("", "relaytls-e2e-logs-")
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	if err := os.CopyFS(dst, os.DirFS(dir)); err != nil {
+		t.Log(err)
+		return
+	}
+	t.Logf("the components' logs are kept in %s", dst)
 }
