@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -419,11 +420,9 @@ func (s *Session) send(st Stream, gen, next uint64, notify chan struct{}, quit c
 		var f *frame.Frame
 		switch {
 		case next < s.end:
-			i := 0
-			for i < len(s.chunks)-1 && s.chunks[i].off+uint64(len(s.chunks[i].b)) <= next {
-				i++
-			}
-			c := s.chunks[i]
+			// The chunk holding next: the last one starting at or before it.
+			i := sort.Search(len(s.chunks), func(i int) bool { return s.chunks[i].off > next }) - 1
+			c := s.chunks[max(i, 0)]
 			f = &frame.Frame{Kind: frame.KindData, Offset: next, Payload: c.b[next-c.off:], Ack: s.delivered}
 			next = c.off + uint64(len(c.b))
 		case s.eof && !closeSent:
