@@ -271,7 +271,7 @@ func (e *env) extraAgent(t *testing.T, name string, mounts harness.Mounts) (*har
 	}
 	args := []string{"--role=agent", "--mode=" + e.mode.Sidecar, "--listen=" + listen, "--server-addr=" + e.relay.ServerAddr,
 		"--health-listen=" + health, "--server-name=" + harness.ServerName, "--trust-bundle=" + mounts.Bundle,
-		"--cluster=" + harness.ClusterName, "--log-format=json", "--reconnect-max-delay=1s"}
+		"--cluster=" + harness.ClusterName, "--log-format=json", "--reconnect-max-delay=1s", "--drain-timeout=3s"}
 	if mounts.Token != "" {
 		args = append(args, "--token-file="+mounts.Token)
 	}
@@ -289,8 +289,11 @@ func (e *env) extraAgent(t *testing.T, name string, mounts harness.Mounts) (*har
 	}
 	r.App = app
 	stop := func() {
-		_ = app.Stop(10 * time.Second)
-		_ = side.Stop(10 * time.Second)
+		for _, p := range []*harness.Proc{app, side} {
+			if err := p.Stop(25 * time.Second); err != nil && !strings.Contains(err.Error(), "terminated") {
+				t.Errorf("stopping %s: %v", p.Name, err)
+			}
+		}
 	}
 	t.Cleanup(stop)
 	return r, stop
