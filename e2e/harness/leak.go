@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/provider"
+	"github.com/relaytls/relaytls/internal/proof"
 )
 
 // Sensitive is what must never appear in a log, Event or status message:
@@ -54,7 +56,11 @@ func (s *Sensitive) AddKey(pemKey []byte) {
 func (s *Sensitive) Len() int { return len(s.needles) }
 
 // Collect adds every token and private key of the Secrets in Namespace of
-// the clusters, and everything the projectors ever projected.
+// the clusters, everything the projectors ever projected, and the identity
+// proofs of the CertificateRequests the clusters still keep (cert-manager
+// deletes older revisions). (Tunnel proofs are bound to
+// a TLS session's exporter, which the harness cannot know; they are not
+// looked for.)
 func (s *Sensitive) Collect(ctx context.Context, clusters []provider.Cluster, projectors []*Projector) error {
 	for _, c := range clusters {
 		var l corev1.SecretList
@@ -68,6 +74,37 @@ func (s *Sensitive) Collect(ctx context.Context, clusters []provider.Cluster, pr
 					s.AddToken(v)
 				case bytes.Contains(v, []byte("PRIVATE KEY-----")):
 					s.AddKey(v)
+				}
+			}
+		}
+	}
+	// Identity proofs: recomputed for every CertificateRequest of the
+	// clusters and every token, so a proof is found wherever it went.
+	var tokens [][]byte
+	for _, n := range s.needles {
+		if n.what == "the relay identity token" {
+			tokens = append(tokens, n.value)
+		}
+	}
+	for _, c := range clusters {
+		var crs cmapi.CertificateRequestList
+		if err := c.Client().List(ctx, &crs); err != nil {
+			return err
+		}
+		for _, cr := range crs.Items {
+			csr, err := pki.DecodeX509CertificateRequestBytes(cr.Spec.Request)
+			if err != nil {
+				continue
+			}
+			for _, tok := range tokens {
+				t, err := proof.ParseToken(tok)
+				if err != nil {
+					continue
+				}
+				for _, name := range append([]string{cr.Annotations[relayv1.ClusterAnnotation]}, csr.DNSNames...) {
+					if name != "" {
+						s.needles = append(s.needles, needle{"an identity proof", []byte(proof.Identity(t, name, csr.Raw))})
+					}
 				}
 			}
 		}

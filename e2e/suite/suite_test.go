@@ -254,7 +254,7 @@ func (e *env) noSecretLeaks() {
 		t.Errorf("secret leaked: %s", f)
 	}
 	files, _ := filepath.Glob(filepath.Join(e.in.LogDir, "*"))
-	t.Logf("leak check: %d tokens/key lines looked for in %d log files and every Event and status message of both clusters", s.Len(), len(files))
+	t.Logf("leak check: %d token, key-line and proof values looked for in %d log files and every Event and status message of both clusters", s.Len(), len(files))
 }
 
 // extraAgent starts an agent sidecar and a sample agent behind it with the
