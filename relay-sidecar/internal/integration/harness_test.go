@@ -171,6 +171,8 @@ type envOpts struct {
 	// resume turns resumable tunnels on with this window on both sides.
 	resume       time.Duration
 	resumeBuffer int
+	// serverResumeOff runs the server with --resume=false.
+	serverResumeOff bool
 	// mux puts a raw byte-stream checker (see rawUpstream) beside the
 	// sample app's server on the upstream.
 	mux bool
@@ -220,6 +222,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 			e.handshakes = append(e.handshakes, h)
 			e.hsMu.Unlock()
 		}}
+	if o.serverResumeOff {
+		e.srvCfg.ResumeWindow = 0
+	}
 	lis := must[net.Listener](t)(net.Listen("tcp", "127.0.0.1:0"))
 	e.srvAddr = lis.Addr().String()
 	e.startServer(lis)

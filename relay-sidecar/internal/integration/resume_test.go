@@ -217,3 +217,24 @@ func TestRestartedServerClosesTunnelsCleanly(t *testing.T) {
 		t.Errorf("the agent log does not say why the tunnel closed")
 	}
 }
+
+// An agent that asks for resumable tunnels from a server running
+// --resume=false gets the plain tunnels of before: they work, and a lost
+// stream ends them.
+func TestResumeOffOnTheServer(t *testing.T) {
+	var proxy *faultproxy.Proxy
+	e := newEnv(t, envOpts{mode: access.ModeMTLS, serverPing: time.Second, resume: 30 * time.Second,
+		serverResumeOff: true, serverVia: viaProxy(t, &proxy)})
+	app := e.startApp()
+	e.streaming(10)
+	proxy.SetMode(faultproxy.Reset)
+	waitFor(t, "the plain tunnel to break", 10*time.Second, func() bool { return app.Stats().Breaks >= 1 })
+	proxy.SetMode(faultproxy.Pass)
+	if got := resumes(e.agSide.metrics, "ok") + resumes(e.srvSide.metrics, "ok"); got != 0 {
+		t.Fatalf("%v resumes with resume off on the server", got)
+	}
+	before := app.Stats()
+	waitFor(t, "the app to stream on a new tunnel", 20*time.Second, func() bool {
+		return app.Stats().Received > before.Received+10
+	})
+}
