@@ -112,7 +112,7 @@ func (in *Installation) progress(format string, args ...any) {
 // profiles (the objects a GitOps repository would sync, without the
 // Deployments: relay-issuer runs as a process under the profile's RBAC), adds
 // what a user supplies in the bring-your-own modes, registers the workload
-// cluster as `relayctl register` does (only the root's ca.crt and the token
+// cluster with the relayctl binary (only the root's ca.crt and the token
 // cross over), waits until every Certificate is Ready, and projects the
 // sidecars' Secrets.
 func Install(ctx context.Context, o Options) (*Installation, error) {
@@ -187,18 +187,20 @@ func Install(ctx context.Context, o Options) (*Installation, error) {
 		return nil, err
 	}
 	if len(issuers) > 0 {
+		// The remote issuer and the relay-client Certificate are what
+		// `relayctl register` writes; the profile's copies (with a
+		// placeholder endpoint) are left out.
 		if err := in.startIssuer(ctx, o.Workload, false); err != nil {
 			return nil, err
 		}
-		if err := apply(ctx, o.Workload, issuers); err != nil {
+		if err := in.relayctlRegister(ctx, false); err != nil {
 			return nil, err
 		}
-		if err := WaitIssuerReady(ctx, o.Workload, "relay", time.Minute); err != nil {
-			return nil, err
+		if in.RenewEvery > 0 {
+			in.Renewed = slices.DeleteFunc(in.Renewed, func(r Renewed) bool { return r.Cluster == o.Workload })
+			in.Renewed = append(in.Renewed, Renewed{Cluster: o.Workload, Certificate: "relay-client", Secret: ClientSecret})
 		}
-		in.progress("workload: remote RelayIssuer relay is Ready (endpoint %s)", in.IssuanceAddr)
-	}
-	if err := apply(ctx, o.Workload, certs); err != nil {
+	} else if err := apply(ctx, o.Workload, certs); err != nil {
 		return nil, err
 	}
 	if err := in.userCertificates(ctx, o.Workload, "workload"); err != nil {
@@ -417,42 +419,64 @@ func (in *Installation) userCertificates(ctx context.Context, c provider.Cluster
 	return nil
 }
 
-// register does what `relayctl register` does for modes 2 and 4: it copies
-// only the root's ca.crt and the token to the workload cluster. In the
-// bring-your-own modes the user put the root there; mode 5's token is the
-// user's, copied the same way.
+// register registers the workload cluster. In modes 2, 4 and 5 it is
+// `relayctl register`, which copies only the root's ca.crt and the token
+// from the management cluster (mode 2: --secrets-only; modes 4 and 5 then
+// also write the remote issuer and the relay-client Certificate, once the
+// workload issuer runs). In modes 3 and 6 the user put the root in both
+// clusters. The collectors' telemetry-root-secret is copied here for the
+// self-signed modes.
 func (in *Installation) register(ctx context.Context) error {
 	m := in.Mode.Number
+	if m == 2 {
+		if err := in.relayctlRegister(ctx, true); err != nil {
+			return err
+		}
+	}
 	if m == 2 || m == 4 {
 		root, err := GetSecret(ctx, in.Mgmt, RootSecret)
 		if err != nil {
 			return err
 		}
-		if err := PutSecret(ctx, in.Workload, RootSecret, map[string][]byte{"ca.crt": root.Data["ca.crt"]}); err != nil {
-			return err
-		}
-		if err := PutSecret(ctx, in.Mgmt, TelemetryRoot, map[string][]byte{"ca.crt": root.Data["ca.crt"]}); err != nil {
-			return err
-		}
-		if err := PutSecret(ctx, in.Workload, TelemetryRoot, map[string][]byte{"ca.crt": root.Data["ca.crt"]}); err != nil {
-			return err
+		for _, c := range []provider.Cluster{in.Mgmt, in.Workload} {
+			if err := PutSecret(ctx, c, TelemetryRoot, map[string][]byte{"ca.crt": root.Data["ca.crt"]}); err != nil {
+				return err
+			}
 		}
 	}
-	if m == 2 || m == 4 || m == 5 {
-		var tok *corev1.Secret
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			var err error
-			tok, err = GetSecret(ctx, in.Mgmt, TokenSecret)
-			return err == nil && len(tok.Data["token"]) > 0, nil
-		})
-		if err != nil {
-			return fmt.Errorf("management: no token in Secret %s: %w", TokenSecret, err)
+	return nil
+}
+
+// relayctlRegister runs `relayctl register` for ClusterName.
+func (in *Installation) relayctlRegister(ctx context.Context, secretsOnly bool) error {
+	args := []string{"register", "--cluster=" + ClusterName,
+		"--mgmt-kubeconfig=" + in.Mgmt.AdminKubeconfig(), "--remote-kubeconfig=" + in.Workload.AdminKubeconfig()}
+	if secretsOnly {
+		args = append(args, "--secrets-only")
+	} else {
+		args = append(args, "--endpoint="+in.IssuanceAddr, "--server-name="+ServerName, "--timeout=2m")
+		if in.RenewEvery > 0 {
+			args = append(args, "--duration=1h", "--renew-before="+(time.Hour-in.RenewEvery).String())
 		}
-		if err := PutSecret(ctx, in.Workload, TokenSecret, map[string][]byte{"token": tok.Data["token"]}); err != nil {
-			return err
-		}
-		in.progress("registered %s: copied the root's ca.crt and the token (never shown) to the workload cluster", ClusterName)
 	}
+	p, err := StartProc("relayctl-register", in.LogDir, in.Bins.Relayctl, args, nil)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		_ = p.Stop(5 * time.Second)
+		return ctx.Err()
+	}
+	if _, err := p.Exited(); err != nil {
+		return fmt.Errorf("relayctl register failed (%v); its output is in %s", err, p.LogPath)
+	}
+	what := "copied the root's ca.crt and the token (never shown)"
+	if !secretsOnly {
+		what += ", wrote the remote RelayIssuer and the relay-client Certificate, which is Ready"
+	}
+	in.progress("relayctl register --cluster %s: %s", ClusterName, what)
 	return nil
 }
 
