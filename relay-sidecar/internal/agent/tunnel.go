@@ -23,12 +23,13 @@ func closeWrite(c net.Conn) {
 
 // handle carries one local connection as a tunnel.
 func (a *Agent) handle(local net.Conn) {
-	defer local.Close()
 	rc := a.pick()
 	handedOff := false
 	defer func() {
 		if !handedOff {
+			// A resumable tunnel's session releases rc and closes local.
 			a.release(rc)
+			local.Close()
 		}
 	}()
 
