@@ -55,7 +55,7 @@ func run(ctx context.Context, t *testing.T, c config) error {
 		return err
 	}
 
-	v.printf("building relay-sidecar, relayapp and relay-issuer with go build …")
+	v.printf("building relay-sidecar, relayapp, relay-issuer and relayctl with go build …")
 	bins, err := harness.Build(ctx, filepath.Join(dir, "bin"), func(s string) { v.printf("  %s", s) })
 	if err != nil {
 		return err
@@ -100,6 +100,7 @@ func run(ctx context.Context, t *testing.T, c config) error {
 		map[string]string{"insecure": "h2c", "tls": "TLS 1.3 + channel-bound token proof", "mtls": "mutual TLS 1.3"}[mode.Sidecar],
 		relay.App.Pid(), relay.AgentSidecar.Pid(), relay.ServerSidecar.Pid(), relay.AppServer.Pid())
 
+	relayUp := time.Now()
 	rotations := map[string]int{}
 	var rmu sync.Mutex
 	watchCtx, cancelWatch := context.WithCancel(ctx)
@@ -164,7 +165,7 @@ loop:
 	cancelWatch()
 	s, a := relay.Stats()
 	fmt.Println()
-	v.printf("summary after %s of relay:", time.Since(v.begin).Round(time.Second))
+	v.printf("summary after %s of relay:", time.Since(relayUp).Round(time.Second))
 	rmu.Lock()
 	for _, r := range in.Renewed {
 		v.printf("  %s/%s renewed %d times", r.Cluster.Name(), r.Certificate, rotations[r.Certificate])
