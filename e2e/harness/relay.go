@@ -27,9 +27,10 @@ type RelayOptions struct {
 	Interval time.Duration
 	// Name prefixes the process names (default "relay").
 	Name string
-	// AgentServerAddr, when set, is dialled by the agent sidecar instead of
-	// the server sidecar's address (for a fault proxy in between).
-	AgentServerAddr string
+	// AgentDial, when set, is called with the server sidecar's address once
+	// it is ready and returns the address the agent sidecar dials instead
+	// (for a fault proxy in between).
+	AgentDial func(serverAddr string) (string, error)
 }
 
 // Relay is the running chain: relayapp server ← server sidecar ⇐ agent
@@ -91,8 +92,10 @@ func StartRelay(ctx context.Context, o RelayOptions) (*Relay, error) {
 		return fail(fmt.Errorf("server sidecar: %w", err))
 	}
 	dial := listen
-	if o.AgentServerAddr != "" {
-		dial = o.AgentServerAddr
+	if o.AgentDial != nil {
+		if dial, err = o.AgentDial(listen); err != nil {
+			return fail(err)
+		}
 	}
 	if r.AgentSidecar, err = StartProc(o.Name+"-sidecar-agent", o.LogDir, o.Bins.Sidecar, r.agentArgs(agentListen, dial), nil); err != nil {
 		return fail(err)

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/e2e/faultproxy"
 	"github.com/relaytls/relaytls/e2e/harness"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/provider"
@@ -61,6 +62,7 @@ func TestModes(t *testing.T) {
 			case 4:
 				t.Run("a workload cluster with the wrong token never gets a certificate", e.wrongTokenEnrollment)
 				t.Run("a client certificate from another CA is refused", e.otherCAClient)
+				t.Run("a network cut is survived by resuming the tunnel", e.networkCut)
 			case 5:
 				t.Run("a garbage CA Secret leaves the stream up and the issuer not Ready, then it recovers", e.garbageCASecret)
 				t.Run("telemetry gateway verified against telemetry-root-secret", e.telemetryGateway)
@@ -518,5 +520,48 @@ func (e *env) telemetryGateway(t *testing.T) {
 	st, a := relay.Stats()
 	if st.Received == 0 || a.Received == 0 || st.Gaps+a.Gaps+st.Breaks+a.Breaks != 0 {
 		t.Fatalf("telemetry stream: server %+v agent %+v", st, a)
+	}
+}
+
+// networkCut runs a second relay whose agent dials the server through a
+// loopback fault proxy, resets every connection through it, and checks
+// that the sample app's stream goes on without a gap or a break: the agent
+// reconnects and resumes the tunnel.
+func (e *env) networkCut(t *testing.T) {
+	ctx := t.Context()
+	var proxy *faultproxy.Proxy
+	relay, err := harness.StartRelay(ctx, harness.RelayOptions{
+		Mode: e.mode, Bins: bins, LogDir: e.in.LogDir, Name: "cut", Server: e.in.Server, Agent: e.in.Agent,
+		AgentDial: func(server string) (string, error) {
+			var err error
+			proxy, err = faultproxy.New("127.0.0.1:0", server)
+			if err != nil {
+				return "", err
+			}
+			return proxy.Addr(), nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	defer func() {
+		if err := relay.Stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	accepted := proxy.Accepted()
+	s0, a0 := relay.Stats()
+	proxy.SetMode(faultproxy.Reset)
+	proxy.SetMode(faultproxy.Pass)
+	eventually(t, time.Minute, "the agent to reconnect through the proxy and heartbeats to go on", func(context.Context) (bool, string) {
+		s, a := relay.Stats()
+		return proxy.Accepted() > accepted && s.Received >= s0.Received+50 && a.Received >= a0.Received+50,
+			fmt.Sprintf("proxy accepted %d (was %d); server %+v agent %+v", proxy.Accepted(), accepted, s, a)
+	})
+	e.metricAtLeast(relay.ServerHealth, "relay_sidecar_tunnel_resumes_total", 1, `result="ok"`)
+	s, a := relay.Stats()
+	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
+		t.Fatalf("the stream did not survive the cut: server %+v, agent %+v", s, a)
 	}
 }
