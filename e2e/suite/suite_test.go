@@ -155,7 +155,6 @@ func (e *env) survivesRenewals() {
 	}
 	e.heartbeatsAdvance(50, "after the renewals")
 
-	ctx := t.Context()
 	for _, r := range in.Renewed {
 		switch r.Secret {
 		case harness.ServerSecret, harness.ServerSecretCustom:
@@ -184,7 +183,6 @@ func (e *env) survivesRenewals() {
 			return len(l.Items) == 0, fmt.Sprintf("%d left", len(l.Items))
 		})
 	}
-	_ = ctx
 }
 
 func serialList(s []*big.Int) string {
