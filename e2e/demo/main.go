@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relaytls/relaytls/e2e/harness"
 )
 
 type config struct {
@@ -54,6 +56,10 @@ func main() {
 	_ = fs.Parse(os.Args[1:])
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "demo: unexpected arguments %q\n", fs.Args())
+		os.Exit(2)
+	}
+	if _, err := harness.ModeByName(cfg.mode); err != nil {
+		fmt.Fprintln(os.Stderr, "demo: -mode:", err)
 		os.Exit(2)
 	}
 	if cfg.renewEvery != 0 && cfg.renewEvery < 5*time.Second {
