@@ -156,7 +156,7 @@ func waitReady(ctx context.Context, addr string, p *Proc) error {
 		if done, err := p.Exited(); done {
 			return false, fmt.Errorf("exited (%v); see %s", err, p.LogPath)
 		}
-		code, body, err := httpGet(ctx, "http://"+addr+"/readyz")
+		code, body, err := HTTPGet(ctx, "http://"+addr+"/readyz")
 		if err != nil {
 			last = err.Error()
 			return false, nil
@@ -170,7 +170,9 @@ func waitReady(ctx context.Context, addr string, p *Proc) error {
 	return nil
 }
 
-func httpGet(ctx context.Context, url string) (int, string, error) {
+// HTTPGet fetches url with a 2 s deadline and returns the status code and
+// up to 4 MiB of the body.
+func HTTPGet(ctx context.Context, url string) (int, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -190,7 +192,7 @@ func httpGet(ctx context.Context, url string) (int, string, error) {
 // starts with name (and matches every label given as `key="value"`) on the
 // sidecar at addr.
 func Metric(ctx context.Context, addr, name string, labels ...string) (float64, error) {
-	code, body, err := httpGet(ctx, "http://"+addr+"/metrics")
+	code, body, err := HTTPGet(ctx, "http://"+addr+"/metrics")
 	if err != nil {
 		return 0, err
 	}

@@ -315,7 +315,7 @@ func (e *env) refused(t *testing.T, extra *harness.Relay, reason, agentSays stri
 		all, _ := harness.Metric(ctx, e.relay.ServerHealth, "relay_sidecar_handshake_failures_total")
 		return err == nil && after >= before+2, fmt.Sprintf("%v refusals with %s (was %v), %v in all", after, label, before, all)
 	})
-	code, _, _ := getReady(t.Context(), extra.AgentHealth)
+	code, _, _ := harness.HTTPGet(t.Context(), "http://"+extra.AgentHealth+"/readyz")
 	if code == 200 {
 		t.Fatal("the refused agent sidecar reports ready")
 	}
