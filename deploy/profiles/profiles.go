@@ -6,16 +6,14 @@
 package profiles
 
 import (
-	"bytes"
 	"embed"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/relaytls/relaytls/internal/manifest"
 )
 
 //go:embed */*/relaytls.yaml
@@ -47,21 +45,11 @@ func Objects(mode, role string) ([]*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		o := &unstructured.Unstructured{}
-		err := dec.Decode(&o.Object)
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("profile %s/%s: %w", mode, role, err)
-		}
-		if len(o.Object) > 0 {
-			out = append(out, o)
-		}
+	objs, err := manifest.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("profile %s/%s: %w", mode, role, err)
 	}
+	return objs, nil
 }
 
 // identityKinds are the kinds of relay-issuer's identity and permissions.

@@ -2,9 +2,7 @@ package render
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,13 +16,13 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/relaytls/relaytls/deploy/profiles"
+	"github.com/relaytls/relaytls/internal/manifest"
 )
 
 // Modes are the six relay security modes (SPEC section 3), in order; the
@@ -145,27 +143,7 @@ func Chart(dir string, o ChartOptions) (*Rendered, error) {
 }
 
 // Decode splits multi-document YAML into objects, skipping empty documents.
-func Decode(manifest []byte) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
-	var objs []*unstructured.Unstructured
-	for doc := 1; ; doc++ {
-		obj := &unstructured.Unstructured{}
-		err := dec.Decode(&obj.Object)
-		if errors.Is(err, io.EOF) {
-			return objs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", doc, err)
-		}
-		if len(obj.Object) == 0 {
-			continue
-		}
-		if obj.GetAPIVersion() == "" || obj.GetKind() == "" {
-			return nil, fmt.Errorf("document %d (%q) has no apiVersion or kind", doc, obj.GetName())
-		}
-		objs = append(objs, obj)
-	}
-}
+func Decode(b []byte) ([]*unstructured.Unstructured, error) { return manifest.Decode(b) }
 
 // Encode writes objects as multi-document YAML.
 func Encode(objs []*unstructured.Unstructured) ([]byte, error) {

@@ -1,11 +1,9 @@
 package localcluster
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,9 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/relaytls/relaytls/internal/manifest"
 )
 
 // FieldManager is the server-side apply field manager of Apply.
@@ -28,8 +27,8 @@ const FieldManager = "relaytls-localcluster"
 // conflicting fields. CustomResourceDefinitions are waited for until they are
 // established, so later documents may use them. Empty documents are skipped.
 func (c *Cluster) Apply(ctx context.Context, manifests ...[]byte) error {
-	for i, manifest := range manifests {
-		objs, err := decodeManifest(manifest)
+	for i, m := range manifests {
+		objs, err := manifest.Decode(m)
 		if err != nil {
 			return fmt.Errorf("manifest %d: %w", i+1, err)
 		}
@@ -74,28 +73,6 @@ func (c *Cluster) ApplyFiles(ctx context.Context, paths ...string) error {
 		}
 	}
 	return nil
-}
-
-func decodeManifest(manifest []byte) ([]*unstructured.Unstructured, error) {
-	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
-	var objs []*unstructured.Unstructured
-	for doc := 1; ; doc++ {
-		obj := &unstructured.Unstructured{}
-		err := decoder.Decode(&obj.Object)
-		if errors.Is(err, io.EOF) {
-			return objs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", doc, err)
-		}
-		if len(obj.Object) == 0 {
-			continue
-		}
-		if obj.GetAPIVersion() == "" || obj.GetKind() == "" {
-			return nil, fmt.Errorf("document %d (%q) has no apiVersion or kind", doc, obj.GetName())
-		}
-		objs = append(objs, obj)
-	}
 }
 
 func (c *Cluster) applyObject(ctx context.Context, obj *unstructured.Unstructured) error {

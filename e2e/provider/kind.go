@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,11 +19,9 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -35,6 +32,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/internal/manifest"
 )
 
 // Environment variables of the kind provider.
@@ -187,19 +185,11 @@ func (k *kindCluster) AdminKubeconfig() string    { return k.kubeconfig }
 // Apply server-side applies each object, waiting for CRDs to be established.
 func (k *kindCluster) Apply(ctx context.Context, manifests ...[]byte) error {
 	for _, m := range manifests {
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(m), 4096)
-		for {
-			obj := &unstructured.Unstructured{}
-			err := dec.Decode(&obj.Object)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if len(obj.Object) == 0 {
-				continue
-			}
+		objs, err := manifest.Decode(m)
+		if err != nil {
+			return err
+		}
+		for _, obj := range objs {
 			if err := k.client.Patch(ctx, obj, client.Apply, client.FieldOwner("relaytls-e2e"), client.ForceOwnership); err != nil {
 				return fmt.Errorf("applying %s %s: %w", obj.GetKind(), obj.GetName(), err)
 			}
