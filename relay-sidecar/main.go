@@ -84,6 +84,8 @@ func run(fs *flag.FlagSet, cfg *config.Config) error {
 			Mode: cfg.Mode, Upstream: cfg.Upstream, ProxyProtocol: cfg.ProxyProtocol,
 			Creds: reloader, TLS: tlsOpts, KeepaliveMinTime: cfg.KeepaliveMinTime,
 			PingInterval: cfg.ServerPingInterval, ResumeWindow: cfg.Window(), ResumeBuffer: cfg.ResumeBuffer,
+			MaxStreamsPerConn: cfg.MaxStreamsPerConn, MaxTunnelsPerCluster: cfg.MaxTunnelsPerCluster,
+			MaxUnackedPerCluster: cfg.MaxUnackedPerCluster, AuthTimeout: cfg.AuthTimeout,
 			Metrics: m, Log: log,
 		})
 		if err != nil {

@@ -36,6 +36,9 @@ type Options struct {
 	AckDelay time.Duration
 	// OnBuffered, if set, is told of every change of the buffered bytes.
 	OnBuffered func(delta int)
+	// Budget, if set, is a cap shared with other sessions: reading the
+	// local connection waits while it is spent.
+	Budget *Budget
 }
 
 // DefaultLimit is the default unacknowledged-bytes limit per direction.
@@ -147,6 +150,15 @@ func (s *Session) readLocal() {
 		}
 		free := s.o.Limit - int(s.end-s.base)
 		s.mu.Unlock()
+		if s.o.Budget != nil {
+			for ch := s.o.Budget.wait(); ch != nil; ch = s.o.Budget.wait() {
+				select {
+				case <-ch:
+				case <-s.done:
+					return
+				}
+			}
+		}
 		n, err := s.local.Read(buf[:min(free, len(buf))])
 		s.mu.Lock()
 		if s.err != nil {
@@ -158,9 +170,7 @@ func (s *Session) readLocal() {
 			copy(c, buf[:n])
 			s.chunks = append(s.chunks, chunk{off: s.end, b: c})
 			s.end += uint64(n)
-			if s.o.OnBuffered != nil {
-				s.o.OnBuffered(n)
-			}
+			s.account(n)
 			s.wake()
 		}
 		if err != nil {
@@ -191,6 +201,20 @@ func (s *Session) drain(buf []byte) {
 		}
 	}
 	_ = s.local.Close()
+}
+
+// account tells the observers and the shared budget of a change of the
+// buffered bytes.
+func (s *Session) account(delta int) {
+	if delta == 0 {
+		return
+	}
+	if s.o.OnBuffered != nil {
+		s.o.OnBuffered(delta)
+	}
+	if s.o.Budget != nil {
+		s.o.Budget.add(delta)
+	}
 }
 
 // ack releases the bytes the peer acknowledged; s.mu is held.
@@ -224,9 +248,7 @@ func (s *Session) ack(a uint64) error {
 	if len(s.chunks) == 0 {
 		s.chunks = nil
 	}
-	if s.o.OnBuffered != nil {
-		s.o.OnBuffered(-released)
-	}
+	s.account(-released)
 	select {
 	case s.space <- struct{}{}:
 	default:
@@ -293,9 +315,7 @@ func (s *Session) Abort(reason string, byPeer bool) {
 	s.base = s.end
 	close(s.done)
 	s.mu.Unlock()
-	if s.o.OnBuffered != nil && buffered > 0 {
-		s.o.OnBuffered(-buffered)
-	}
+	s.account(-buffered)
 	// The peer of the local connection sees a clean end (FIN); drain
 	// closes it once reading stops, at the latest after a moment.
 	closeWrite(s.local)
