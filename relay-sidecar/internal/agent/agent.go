@@ -181,7 +181,7 @@ func (a *Agent) dial() (*relayConn, error) {
 		grpc.WithIdleTimeout(0),
 		grpc.WithInitialWindowSize(windowSize),
 		grpc.WithInitialConnWindowSize(4*windowSize),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(frame.Codec{})),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("relay client for %s: %w", a.cfg.ServerAddr, err)

@@ -122,7 +122,9 @@ func (a *Agent) handle(local net.Conn) {
 		}
 		switch f.Kind {
 		case frame.KindData:
-			if _, err := local.Write(f.Payload); err != nil {
+			_, err := local.Write(f.Payload)
+			f.Release()
+			if err != nil {
 				result = "local_error"
 				cancel()
 			}

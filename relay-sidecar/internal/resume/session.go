@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/mem"
+
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
 )
 
@@ -61,9 +63,19 @@ type Aborted struct {
 
 func (a *Aborted) Error() string { return a.Reason }
 
+// chunk is bytes read from local at offset off: b is the unacknowledged
+// part of buf, a pooled buffer the session holds one reference to.
 type chunk struct {
 	off uint64
 	b   []byte
+	buf mem.Buffer
+}
+
+// data returns a reference to the chunk's bytes from offset from on, for
+// a frame to send.
+func (c *chunk) data(from uint64) mem.Buffer {
+	all := c.buf.Len()
+	return c.buf.Slice(all-len(c.b)+int(from-c.off), all)
 }
 
 // Session is one resumable tunnel's byte stream state.
@@ -134,9 +146,15 @@ func (s *Session) wake() {
 	}
 }
 
+// bigRead is the smallest read kept in its own pooled read buffer; a
+// smaller one is copied into a buffer of its size, so that the memory held
+// is at most about twice the bytes counted.
+const bigRead = frame.MaxPayload / 2
+
 func (s *Session) readLocal() {
-	buf := make([]byte, frame.MaxPayload)
-	defer s.drain(buf)
+	pool := frame.Pool()
+	rb := pool.Get(frame.MaxPayload)
+	defer func() { s.drain(*rb); pool.Put(rb) }()
 	for {
 		s.mu.Lock()
 		for int(s.end-s.base) >= s.o.Limit {
@@ -159,6 +177,7 @@ func (s *Session) readLocal() {
 				}
 			}
 		}
+		buf := *rb
 		n, err := s.local.Read(buf[:min(free, len(buf))])
 		s.mu.Lock()
 		if s.err != nil {
@@ -166,9 +185,15 @@ func (s *Session) readLocal() {
 			return
 		}
 		if n > 0 {
-			c := make([]byte, n)
-			copy(c, buf[:n])
-			s.chunks = append(s.chunks, chunk{off: s.end, b: c})
+			var c mem.Buffer
+			if n >= bigRead {
+				*rb = buf[:n]
+				c = mem.NewBuffer(rb, pool)
+				rb = pool.Get(frame.MaxPayload)
+			} else {
+				c = mem.Copy(buf[:n], pool)
+			}
+			s.chunks = append(s.chunks, chunk{off: s.end, b: c.ReadOnlyData(), buf: c})
 			s.end += uint64(n)
 			s.account(n)
 			s.wake()
@@ -235,6 +260,7 @@ func (s *Session) ack(a uint64) error {
 		c := &s.chunks[0]
 		cend := c.off + uint64(len(c.b))
 		if cend <= a {
+			c.buf.Free()
 			s.chunks[0] = chunk{}
 			s.chunks = s.chunks[1:]
 			continue
@@ -311,6 +337,9 @@ func (s *Session) Abort(reason string, byPeer bool) {
 	}
 	s.err = &Aborted{Reason: reason, ByPeer: byPeer}
 	buffered := int(s.end - s.base)
+	for i := range s.chunks {
+		s.chunks[i].buf.Free()
+	}
 	s.chunks = nil
 	s.base = s.end
 	close(s.done)
@@ -442,8 +471,8 @@ func (s *Session) send(st Stream, gen, next uint64, notify chan struct{}, quit c
 		case next < s.end:
 			// The chunk holding next: the last one starting at or before it.
 			i := sort.Search(len(s.chunks), func(i int) bool { return s.chunks[i].off > next }) - 1
-			c := s.chunks[max(i, 0)]
-			f = &frame.Frame{Kind: frame.KindData, Offset: next, Payload: c.b[next-c.off:], Ack: s.delivered}
+			c := &s.chunks[max(i, 0)]
+			f = &frame.Frame{Kind: frame.KindData, Offset: next, Data: c.data(next), Ack: s.delivered}
 			next = c.off + uint64(len(c.b))
 		case s.eof && !closeSent:
 			f = &frame.Frame{Kind: frame.KindClose, Offset: s.end, Reason: s.eofReason, Ack: s.delivered}
@@ -513,7 +542,9 @@ func (s *Session) recv(st Stream, gen uint64) error {
 		}
 		switch f.Kind {
 		case frame.KindData:
-			if err := s.deliver(gen, f.Offset, f.Payload, false); err != nil {
+			err := s.deliver(gen, f.Offset, f.Payload, false)
+			f.Release()
+			if err != nil {
 				return err
 			}
 		case frame.KindClose:
