@@ -38,8 +38,15 @@ import (
 const childEnv = "RELAYBENCH_CHILD"
 
 func main() {
-	if os.Getenv(childEnv) == "tls-idle" {
+	switch os.Getenv(childEnv) {
+	case "tls-idle":
 		if err := tlsIdleServer(os.Args[1], os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	case "sink":
+		if err := sinkChild(os.Args[1], os.Args[2], os.Args[3]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -49,7 +56,18 @@ func main() {
 	agents := flag.Int("agents", 1000, "idle agent connections for the memory measurement")
 	mib := flag.Int64("mib", 128, "MiB sent per throughput run (split across streams)")
 	rounds := flag.Int("rounds", 3, "throughput runs per path (the median is shown)")
+	procsMode := flag.Bool("procs", false, "instead: run direct mTLS, ghostunnel and relay-sidecar as separate processes on one sink, alternating")
+	ghostunnel := flag.String("ghostunnel", "", "ghostunnel binary for -procs (empty: leave it out)")
+	reps := flag.Int("reps", 5, "alternating repetitions for -procs")
+	trips := flag.Int("trips", 3000, "1 KiB round trips per latency run for -procs")
 	flag.Parse()
+	if *procsMode {
+		if err := runProcs(*sidecar, *ghostunnel, *reps, *mib, *trips); err != nil {
+			fmt.Fprintf(os.Stderr, "relaybench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*sidecar, *agents, *mib, *rounds); err != nil {
 		fmt.Fprintf(os.Stderr, "relaybench: %v\n", err)
 		os.Exit(1)
@@ -144,6 +162,21 @@ func run(sidecar string, agents int, mib int64, rounds int) error {
 	fmt.Println("(throughput: higher is better; latency, open time and memory: lower is better;")
 	fmt.Println(" memory is the relay-sidecar binary with its default flags, resume on)")
 	return nil
+}
+
+func runProcs(sidecar, ghostunnel string, reps int, mib int64, trips int) error {
+	dir, err := os.MkdirTemp("", "relaybench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	s, err := bench.NewSetup(dir)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Printf("relay-sidecar vs ghostunnel vs direct mTLS (TLS 1.3, GOMAXPROCS=%d, %s)\n", runtime.GOMAXPROCS(0), runtime.Version())
+	return runProcBench(dir, sidecar, ghostunnel, s, reps, mib, trips)
 }
 
 func set(r *row, i int, v float64) {
