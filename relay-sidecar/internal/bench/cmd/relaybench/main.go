@@ -60,9 +60,10 @@ func main() {
 	ghostunnel := flag.String("ghostunnel", "", "ghostunnel binary for -procs (empty: leave it out)")
 	reps := flag.Int("reps", 5, "alternating repetitions for -procs")
 	trips := flag.Int("trips", 3000, "1 KiB round trips per latency run for -procs")
+	compare := flag.String("compare", "", "another relay-sidecar binary (e.g. an older build) to add as a path for -procs, resume on")
 	flag.Parse()
 	if *procsMode {
-		if err := runProcs(*sidecar, *ghostunnel, *reps, *mib, *trips); err != nil {
+		if err := runProcs(*sidecar, *ghostunnel, *compare, *reps, *mib, *trips); err != nil {
 			fmt.Fprintf(os.Stderr, "relaybench: %v\n", err)
 			os.Exit(1)
 		}
@@ -164,7 +165,7 @@ func run(sidecar string, agents int, mib int64, rounds int) error {
 	return nil
 }
 
-func runProcs(sidecar, ghostunnel string, reps int, mib int64, trips int) error {
+func runProcs(sidecar, ghostunnel, compare string, reps int, mib int64, trips int) error {
 	dir, err := os.MkdirTemp("", "relaybench")
 	if err != nil {
 		return err
@@ -176,7 +177,7 @@ func runProcs(sidecar, ghostunnel string, reps int, mib int64, trips int) error 
 	}
 	defer s.Close()
 	fmt.Printf("relay-sidecar vs ghostunnel vs direct mTLS (TLS 1.3, GOMAXPROCS=%d, %s)\n", runtime.GOMAXPROCS(0), runtime.Version())
-	return runProcBench(dir, sidecar, ghostunnel, s, reps, mib, trips)
+	return runProcBench(dir, sidecar, ghostunnel, compare, s, reps, mib, trips)
 }
 
 func set(r *row, i int, v float64) {

@@ -127,8 +127,8 @@ func freePorts(n int) ([]string, error) {
 
 // startProcs starts the sink, the ghostunnel pair (when ghostunnel is set)
 // and the relay-sidecar pairs (resume on and off), and returns the paths.
-func startProcs(p *procs, dir, sidecar, ghostunnel string, s *bench.Setup) ([]procPath, error) {
-	ports, err := freePorts(12)
+func startProcs(p *procs, dir, sidecar, ghostunnel, compare string, s *bench.Setup) ([]procPath, error) {
+	ports, err := freePorts(16)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,16 @@ func startProcs(p *procs, dir, sidecar, ghostunnel string, s *bench.Setup) ([]pr
 		paths = append(paths, procPath{"ghostunnel", func() (net.Conn, error) { return net.Dial("tcp", gtLocal) }})
 	}
 
-	for i, resume := range []bool{true, false} {
+	type pair struct {
+		bin, name string
+		resume    bool
+	}
+	pairs := []pair{{sidecar, "relay-sidecar", true}, {sidecar, "relay-sidecar resume off", false}}
+	if compare != "" {
+		pairs = append(pairs, pair{compare, "compared relay-sidecar", true})
+	}
+	for i, pr := range pairs {
+		sidecar, resume := pr.bin, pr.resume
 		srvAddr, srvHealth, agLocal, agHealth := ports[4+4*i], ports[5+4*i], ports[6+4*i], ports[7+4*i]
 		srv, cli := bench.Sources(m.ServerDir), bench.Sources(m.AgentDir)
 		flag := fmt.Sprintf("--resume=%t", resume)
@@ -187,11 +196,7 @@ func startProcs(p *procs, dir, sidecar, ghostunnel string, s *bench.Setup) ([]pr
 		if err := waitHTTP("http://" + agHealth + "/readyz"); err != nil {
 			return nil, err
 		}
-		name := "relay-sidecar"
-		if !resume {
-			name += " resume off"
-		}
-		paths = append(paths, procPath{name, func() (net.Conn, error) { return net.Dial("tcp", agLocal) }})
+		paths = append(paths, procPath{pr.name, func() (net.Conn, error) { return net.Dial("tcp", agLocal) }})
 	}
 	return paths, nil
 }
@@ -212,10 +217,10 @@ var procMeasures = []measure{
 
 // runProcBench alternates the paths for reps repetitions and prints the
 // medians with their spread and the ratios.
-func runProcBench(dir, sidecar, ghostunnel string, s *bench.Setup, reps int, mib int64, trips int) error {
+func runProcBench(dir, sidecar, ghostunnel, compare string, s *bench.Setup, reps int, mib int64, trips int) error {
 	p := &procs{}
 	defer p.stop()
-	paths, err := startProcs(p, dir, sidecar, ghostunnel, s)
+	paths, err := startProcs(p, dir, sidecar, ghostunnel, compare, s)
 	if err != nil {
 		return err
 	}
@@ -278,13 +283,14 @@ func runProcBench(dir, sidecar, ghostunnel string, s *bench.Setup, reps int, mib
 	idx := func(name string) int {
 		return slices.IndexFunc(paths, func(pa procPath) bool { return pa.name == name })
 	}
-	relay, off, gt, direct := idx("relay-sidecar"), idx("relay-sidecar resume off"), idx("ghostunnel"), idx("direct mTLS")
+	relay, off, gt, direct, cmp := idx("relay-sidecar"), idx("relay-sidecar resume off"), idx("ghostunnel"), idx("direct mTLS"),
+		idx("compared relay-sidecar")
 	fmt.Println("\nratios (how many times the baseline; >1 is better for every row):")
 	tw = tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	cols := []struct {
 		name string
 		a, b int
-	}{{"relay/ghostunnel", relay, gt}, {"relay/direct", relay, direct}, {"off/ghostunnel", off, gt}, {"on/off", relay, off}}
+	}{{"relay/ghostunnel", relay, gt}, {"relay/direct", relay, direct}, {"off/ghostunnel", off, gt}, {"on/off", relay, off}, {"relay/compared", relay, cmp}}
 	head = []string{"measure"}
 	for _, c := range cols {
 		if c.a >= 0 && c.b >= 0 {
