@@ -103,6 +103,9 @@ type relayConn struct {
 	retired      atomic.Bool
 	closeOnce    sync.Once
 	serverSerial atomic.Pointer[string]
+	// resumable: the server said in its hello that it keeps resumable
+	// tunnels, so a tunnel opens in one round trip.
+	resumable atomic.Bool
 	lastErr      atomic.Pointer[string]
 }
 
@@ -337,6 +340,7 @@ func (a *Agent) hello(rc *relayConn) error {
 	if f.Kind != frame.KindHello {
 		return fmt.Errorf("the server answered hello with a %s frame", f.Kind)
 	}
+	rc.resumable.Store(f.Flags&frame.FlagResumable != 0)
 	p, _ := peer.FromContext(s.Context())
 	if p == nil {
 		return nil

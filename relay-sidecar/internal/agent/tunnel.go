@@ -61,6 +61,14 @@ func (a *Agent) handle(local net.Conn) {
 			err = recvErr(stream, err)
 		}
 	}
+	if err == nil && a.cfg.ResumeWindow > 0 && rc.resumable.Load() {
+		// One round trip: the first bytes follow the open at once; the
+		// server's answer (the tunnel ID) arrives on the stream.
+		openTimer.Stop()
+		handedOff = true // runResumable releases rc
+		a.runResumable(local, rc, stream, cancel, nil)
+		return
+	}
 	var f frame.Frame
 	if err == nil {
 		err = stream.RecvMsg(&f)

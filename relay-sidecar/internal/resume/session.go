@@ -41,6 +41,10 @@ type Options struct {
 	// Budget, if set, is a cap shared with other sessions: reading the
 	// local connection waits while it is spent.
 	Budget *Budget
+	// OnOpen, if set, takes the server's Open frame (with the tunnel ID)
+	// arriving on the first stream: the agent sends its first bytes without
+	// waiting for it. Without OnOpen an Open frame is a protocol error.
+	OnOpen func(id []byte)
 }
 
 // DefaultLimit is the default unacknowledged-bytes limit per direction.
@@ -556,6 +560,13 @@ func (s *Session) recv(st Stream, gen uint64) error {
 				return err
 			}
 		case frame.KindAck:
+		case frame.KindOpen:
+			if s.o.OnOpen == nil {
+				err := errors.New("unexpected open frame in a resumable tunnel")
+				s.Abort("protocol error: "+err.Error(), false)
+				return err
+			}
+			s.o.OnOpen(f.ID)
 		default:
 			err := fmt.Errorf("unexpected %s frame in a resumable tunnel", f.Kind)
 			s.Abort("protocol error: "+err.Error(), false)

@@ -371,7 +371,13 @@ func (s *Server) Hello(stream grpc.ServerStream) error {
 	if f.Kind != frame.KindHello {
 		return status.Errorf(codes.InvalidArgument, "expected a hello frame, got %s", f.Kind)
 	}
-	return stream.SendMsg(&frame.Frame{Kind: frame.KindHello, Reason: cluster})
+	reply := &frame.Frame{Kind: frame.KindHello, Reason: cluster}
+	if s.cfg.ResumeWindow > 0 {
+		// The agent may then send a resumable tunnel's first bytes with
+		// its open, without waiting for the answer.
+		reply.Flags = frame.FlagResumable
+	}
+	return stream.SendMsg(reply)
 }
 
 // Tunnel carries one agent connection to the upstream.
