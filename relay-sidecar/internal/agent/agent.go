@@ -106,7 +106,7 @@ type relayConn struct {
 	// resumable: the server said in its hello that it keeps resumable
 	// tunnels, so a tunnel opens in one round trip.
 	resumable atomic.Bool
-	lastErr      atomic.Pointer[string]
+	lastErr   atomic.Pointer[string]
 }
 
 // New builds an agent and starts connecting to the server.
