@@ -86,7 +86,9 @@ func (t *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	}
 	accepted := time.Now()
 	_ = raw.SetDeadline(accepted.Add(t.s.cfg.AuthTimeout))
-	conn := tls.Server(raw, t.tls.Clone())
+	// Not cloned: tls.Server does not change the config, and a clone per
+	// connection stays alive with it (about 1.4 KiB per idle agent).
+	conn := tls.Server(raw, t.tls)
 	if err := conn.Handshake(); err != nil {
 		raw.Close()
 		return nil, nil, t.fail(raw, err)
