@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if err != nil {
 			return fmt.Errorf("creating the cert-manager client of the issuance endpoint: %w", err)
 		}
-		srv, err := endpoint.New(is.Config, cm, mgr.GetClient(), mgr.GetLogger().WithName("issuance"))
+		srv, err := endpoint.New(is.Config, cm, mgr.GetClient(), s, mgr.GetLogger().WithName("issuance"))
 		if err != nil {
 			return err
 		}

@@ -284,6 +284,12 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 	if spec.MaxDuration != nil && spec.MaxDuration.Duration > 0 {
 		maxDuration = spec.MaxDuration.Duration
 	}
+	// A request's duration is positive (cert-manager defaults a missing one);
+	// a non-positive one is refused, never wrapped into a date in the past.
+	if details.Duration <= 0 {
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidDuration,
+			Message: fmt.Sprintf("the requested duration %s is not positive", details.Duration)})
+	}
 	duration := min(details.Duration, maxDuration)
 	now := s.now()
 	// The template is built from the checked fields alone; nothing of the CSR
@@ -301,6 +307,11 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 	}
 	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
 		tmpl.NotAfter = ca.Cert.NotAfter
+	}
+	if !tmpl.NotAfter.After(tmpl.NotBefore) {
+		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidDuration,
+			Message: fmt.Sprintf("the certificate would not be valid for any time: it would start at %s and end at %s (the signing CA expires at %s)",
+				tmpl.NotBefore.UTC().Format(time.RFC3339), tmpl.NotAfter.UTC().Format(time.RFC3339), ca.Cert.NotAfter.UTC().Format(time.RFC3339))})
 	}
 	// cert-manager's check that usages embedded in the CSR agree with the
 	// request's; it compares what the CSR encodes (put on the template first)
