@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -25,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -57,6 +59,12 @@ type Signer struct {
 	SecretNamespaces []string
 	// Clock is the time source for validity checks and certificate dates.
 	Clock clock.PassiveClock
+	// MaxRemoteCalls bounds the remote signing calls in flight at once
+	// (DefaultMaxRemoteCalls when zero); more requests wait their turn.
+	MaxRemoteCalls int
+
+	remoteOnce sync.Once
+	remote     *remoteState
 }
 
 // SecretNamespace is where an issuer's Secrets live.
@@ -150,7 +158,7 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 	}
 	ns := SecretNamespace(iss, s.ClusterResourceNamespace)
 	if full.Remote != nil {
-		return s.checkRemote(ctx, ns, full.Remote)
+		return s.checkRemote(ctx, types.NamespacedName{Namespace: iss.GetNamespace(), Name: iss.GetName()}, ns, full.Remote)
 	}
 	spec := full.CA
 	if spec.TokenSecretRef != nil && spec.GenerateToken {
@@ -229,7 +237,7 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	}
 	ns := SecretNamespace(iss, s.ClusterResourceNamespace)
 	if full.Remote != nil {
-		return s.signRemote(ctx, cr, ns, full.Remote)
+		return s.signRemote(ctx, cr, types.NamespacedName{Namespace: iss.GetNamespace(), Name: iss.GetName()}, ns, full.Remote)
 	}
 	spec := full.CA
 
