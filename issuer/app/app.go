@@ -216,7 +216,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 				return err
 			}
 		}
-		if err := mgr.Add(&endpoint.Runnable{Server: srv, Addr: is.ListenAddr, Listener: is.Listener, TLS: tlsCfg}); err != nil {
+		if err := mgr.Add(&endpoint.Runnable{Server: srv, Addr: is.ListenAddr, Listener: is.Listener, TLS: tlsCfg, Informers: mgr.GetCache()}); err != nil {
 			return fmt.Errorf("adding the issuance endpoint: %w", err)
 		}
 	}

@@ -35,7 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -169,6 +169,7 @@ type Server struct {
 	log     logr.Logger
 	slots   chan struct{}
 	waiting chan struct{}
+	events  *requestEvents
 
 	// clusters and sources hold *rate.Limiter values; each is bounded and
 	// safe for concurrent use.
@@ -192,6 +193,7 @@ func New(cfg Config, cm cmclient.Interface, issuers client.Reader, verify ProofV
 		cfg: cfg, cm: cm, issuers: issuers, verify: verify, log: log,
 		slots:    make(chan struct{}, cfg.MaxConcurrent),
 		waiting:  make(chan struct{}, cfg.MaxWaiting),
+		events:   newRequestEvents(),
 		clusters: lru.New(cfg.MaxClusters),
 		sources:  lru.New(cfg.MaxSources),
 	}, nil
@@ -342,11 +344,16 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 		return nil, issuance.Refusal(codes.ResourceExhausted, "Busy", fmt.Sprintf("no free enrollment slot within %s (%d calls in progress); retry later", s.cfg.Timeout, s.cfg.MaxConcurrent))
 	}
 
+	// The name is chosen here, not by the API server, so the call can
+	// subscribe to the request's events before the request exists.
+	name := "relay-enroll-" + req.Cluster + "-" + utilrand.String(8)
+	events, unsubscribe := s.events.subscribe(s.cfg.Namespace, name)
+	defer unsubscribe()
 	cr := &cmapi.CertificateRequest{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "relay-enroll-" + req.Cluster + "-",
-			Namespace:    s.cfg.Namespace,
-			Labels:       map[string]string{LabelEnrollment: "true", LabelCluster: req.Cluster},
+			Name:      name,
+			Namespace: s.cfg.Namespace,
+			Labels:    map[string]string{LabelEnrollment: "true", LabelCluster: req.Cluster},
 			Annotations: map[string]string{
 				relayv1.ClusterAnnotation:       req.Cluster,
 				relayv1.IdentityProofAnnotation: req.Proof,
@@ -376,7 +383,7 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 		defer s.remove(created, log)
 	}
 
-	resp, err := s.wait(ctx, created)
+	resp, err := s.wait(ctx, created, events)
 	log.Info("enrollment finished", "signed", err == nil, "reason", issuance.ReasonOf(err), "duration", time.Since(start).Round(time.Millisecond).String())
 	return resp, err
 }
@@ -419,63 +426,23 @@ func (s *Server) issuer(ctx context.Context) (issuerapi.Issuer, error) {
 	return obj, nil
 }
 
-// wait watches the request by name from the version it was created at, so
-// no update between creation and the watch is missed.
-func (s *Server) wait(ctx context.Context, cr *cmapi.CertificateRequest) (*issuance.SignResponse, error) {
-	crs := s.cm.CertmanagerV1().CertificateRequests(cr.Namespace)
+// wait follows the request through the shared informer until it is
+// signed, refused or denied.
+func (s *Server) wait(ctx context.Context, cr *cmapi.CertificateRequest, events <-chan requestEvent) (*issuance.SignResponse, error) {
 	last := cr
 	for {
 		if resp, err, done := outcome(last); done {
 			return resp, err
 		}
-		w, err := crs.Watch(ctx, metav1.ListOptions{
-			FieldSelector:   "metadata.name=" + cr.Name,
-			ResourceVersion: last.ResourceVersion,
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, s.timeout(last)
+		select {
+		case <-ctx.Done():
+			return nil, s.timeout(last)
+		case ev := <-events:
+			if ev.deleted {
+				return nil, issuance.Refusal(codes.Aborted, "RequestDeleted", "the management CertificateRequest was deleted before it was signed; retry")
 			}
-			// The version may be too old to watch from: read it again.
-			cur, gerr := crs.Get(ctx, cr.Name, metav1.GetOptions{})
-			if gerr != nil {
-				if ctx.Err() != nil {
-					return nil, s.timeout(last)
-				}
-				return nil, issuance.Refusal(codes.Unavailable, "", "lost track of the management CertificateRequest; retry later")
-			}
-			last = cur
-			continue
+			last = ev.cr
 		}
-		closed := false
-		for !closed {
-			select {
-			case <-ctx.Done():
-				w.Stop()
-				return nil, s.timeout(last)
-			case ev, ok := <-w.ResultChan():
-				if !ok {
-					closed = true
-					break
-				}
-				switch ev.Type {
-				case watch.Added, watch.Modified:
-					if cur, ok := ev.Object.(*cmapi.CertificateRequest); ok {
-						last = cur
-						if resp, err, done := outcome(last); done {
-							w.Stop()
-							return resp, err
-						}
-					}
-				case watch.Deleted:
-					w.Stop()
-					return nil, issuance.Refusal(codes.Aborted, "RequestDeleted", "the management CertificateRequest was deleted before it was signed; retry")
-				case watch.Error:
-					closed = true
-				}
-			}
-		}
-		w.Stop()
 	}
 }
 
