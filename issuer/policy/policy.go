@@ -63,6 +63,7 @@ const (
 	ReasonCARequested          = "CARequested"
 	ReasonForbiddenUsage       = "ForbiddenUsage"
 	ReasonMissingClientAuth    = "MissingClientAuthUsage"
+	ReasonInvalidDuration      = "InvalidDuration"
 )
 
 // RSA key sizes accepted. The upper bound keeps a request from costing the
