@@ -56,6 +56,10 @@ const (
 	ClientBurst = 400
 )
 
+// ControlPlaneStartTimeout is how long kube-apiserver and etcd may take to
+// become ready; KUBEBUILDER_CONTROLPLANE_START_TIMEOUT overrides it.
+const ControlPlaneStartTimeout = 2 * time.Minute
+
 // DefaultCopiedAnnotationPrefixes returns cert-manager's default for which
 // Certificate annotations are copied to its CertificateRequests: all but
 // those of kubectl, Flux and Argo CD.
@@ -259,6 +263,11 @@ func (c *Cluster) start(ctx context.Context, t *testing.T) error {
 		CRDDirectoryPaths:     crdDirs,
 		ErrorIfCRDPathMissing: true,
 		Scheme:                c.Scheme,
+	}
+	if os.Getenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT") == "" {
+		// envtest's default (20 s) is too short on a loaded 2-core machine:
+		// kube-apiserver took longer than that with several suites running.
+		c.env.ControlPlaneStartTimeout = ControlPlaneStartTimeout
 	}
 	cfg, err := c.env.Start()
 	if err != nil {
