@@ -40,3 +40,11 @@ FROM base AS relayapp
 LABEL org.opencontainers.image.title="relayapp"
 COPY bin/relayapp /relayapp
 ENTRYPOINT ["/relayapp"]
+
+# cert-manager's controller, built from the pinned cert-manager module's
+# public packages (hack/images/cert-manager/controller) for the kind suite;
+# `hack/images.sh cert-manager-controller` builds it.
+FROM base AS cert-manager-controller
+LABEL org.opencontainers.image.title="cert-manager-controller (relaytls build)"
+COPY bin/cert-manager-controller /cert-manager-controller
+ENTRYPOINT ["/cert-manager-controller"]

@@ -3,7 +3,7 @@
 # from the Dockerfile with no registry: the binaries are built static on the
 # host and handed to `docker build` in a small context with a passwd/group, the
 # CA bundle and /tmp, so the default FROM scratch needs nothing pulled.
-# Usage: hack/images.sh [name ...]   (default: all four)
+# Usage: hack/images.sh [name ...]   (default: the four relaytls images; also cert-manager-controller)
 # Env:   IMAGE_REGISTRY (ghcr.io/relaytls), IMAGE_TAG (git describe),
 #        IMAGE_BASE (scratch; e.g. gcr.io/distroless/static-debian12:nonroot),
 #        GOARCH (the host's), CA_BUNDLE (/etc/ssl/certs/ca-certificates.crt)
@@ -29,7 +29,8 @@ pkg_of() {
     relay-sidecar) echo ./relay-sidecar ;;
     relayctl) echo ./relayctl ;;
     relayapp) echo ./e2e/relayapp/cmd/relayapp ;;
-    *) die "unknown image $1 (images: relay-issuer relay-sidecar relayctl relayapp)" ;;
+    cert-manager-controller) echo ./hack/images/cert-manager/controller ;;
+    *) die "unknown image $1 (images: relay-issuer relay-sidecar relayctl relayapp cert-manager-controller)" ;;
   esac
 }
 
@@ -47,11 +48,19 @@ for n in "${names[@]}"; do
   echo "images: go build $n (linux/$arch, static)"
   CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -buildvcs=false -ldflags="-s -w" -o "$ctx/bin/$n" "$(pkg_of "$n")"
 done
+# the legacy builder builds every stage before --target: binaries not asked for
+# get an empty placeholder so those stages build (they are never tagged)
+for b in $(sed -n 's#^COPY bin/\([^ ]*\) .*#\1#p' Dockerfile); do
+  [[ -e $ctx/bin/$b ]] || : >"$ctx/bin/$b"
+done
 for n in "${names[@]}"; do
-  echo "images: docker build $registry/$n:$tag (FROM $base)"
+  t=$tag
+  # cert-manager's controller is tagged with the cert-manager version it is built from
+  [[ $n == cert-manager-* ]] && t=$(go list -m -f '{{.Version}}' github.com/cert-manager/cert-manager)
+  echo "images: docker build $registry/$n:$t (FROM $base)"
   # the legacy builder works offline; BuildKit may try to reach a registry for metadata
   DOCKER_BUILDKIT=0 docker build -q --target "$n" --build-arg "BASE=$base" \
-    --build-arg "VERSION=$tag" --build-arg "REVISION=$revision" \
-    -t "$registry/$n:$tag" "$ctx" >/dev/null
+    --build-arg "VERSION=$t" --build-arg "REVISION=$revision" \
+    -t "$registry/$n:$t" "$ctx" >/dev/null
 done
 echo "images: built ${names[*]} as $registry/<name>:$tag in $(($(date +%s) - t0))s"

@@ -6,6 +6,7 @@
 #
 # Usage: hack/kind/node-image.sh [--print] [step ...]
 #   --print   print the node image's name and exit (nothing is built)
+#   --print-kubectl  print the path of the kubectl built with it
 #   steps     kind files kbin addons rootfs baseimage compimages nodeimage
 #             (default: all; kbin, addons and rootfs run at the same time)
 # Every step prints its progress and is skipped when its output is current.
@@ -23,8 +24,10 @@ KUBE_VERSION=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$here/node/go.m
 ETCD_VERSION=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2; exit}' "$here/node/go.mod")
 [[ -n $KUBE_VERSION && -n $ETCD_VERSION ]] || { echo "node-image: cannot read the Kubernetes/etcd versions from $here/node/go.mod" >&2; exit 1; }
 
-# The cache key covers every input: versions, this script, the node module and the files baked in.
-key=$(cd "$here" && cat versions.env node-image.sh node/go.mod node/go.sum files/* pause/* | sha256sum | cut -c1-12)
+# RECIPE names this script's way of building: raise it when a change here changes the image.
+RECIPE=1
+# The cache key covers every input: the versions, the recipe, the node module and the files baked in.
+key=$( (cd "$here" && echo "recipe $RECIPE" && cat versions.env node/go.mod node/go.sum files/* pause/*) | sha256sum | cut -c1-12)
 IMAGE_REPO=relaytls.local/kind-node
 NODE_IMAGE=$IMAGE_REPO:$KUBE_VERSION-$key
 CACHE=${RELAYTLS_KIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relaytls/kind}
@@ -34,10 +37,10 @@ ROOTFS_PKGS=systemd,systemd-sysv,dbus,containerd,runc,iptables,nftables,iproute2
 rootfs_key=$(printf '%s\n' "$DEBIAN_SUITE" "$ROOTFS_PKGS" "$KIND_VERSION" | sha256sum | cut -c1-12)
 R=$CACHE/rootfs-$DEBIAN_SUITE-$rootfs_key
 
-if [[ ${1:-} == --print ]]; then
-  echo "$NODE_IMAGE"
-  exit 0
-fi
+case ${1:-} in
+  --print) echo "$NODE_IMAGE"; exit 0 ;;
+  --print-kubectl) echo "$CACHE/bin/kubectl-$KUBE_VERSION"; exit 0 ;;
+esac
 
 t0=$(date +%s)
 say() { echo "[node-image $(date -u +%T) +$(($(date +%s) - t0))s] $*"; }
@@ -80,6 +83,9 @@ step_kbin() { # the Kubernetes binaries and etcd: about 21 minutes cold on 2 sha
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubelet \
     k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3)
   mv -f "$OUT/server" "$OUT/etcd"
+  # the same kubectl for the kind suite
+  mkdir -p "$CACHE/bin"
+  install -m0755 "$OUT/kubectl" "$CACHE/bin/kubectl-$KUBE_VERSION"
   [[ $("$OUT/kubeadm" version -o short) == "$KUBE_VERSION" ]] || die "kubeadm reports $("$OUT/kubeadm" version -o short), want $KUBE_VERSION"
   done_mark kbin
 }
