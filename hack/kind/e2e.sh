@@ -198,7 +198,7 @@ suite() {
   RELAYTLS_KIND_KUBECONFIG=$RUN/kubeconfig RELAYTLS_KIND_PREFIX=$PREFIX \
     RELAYTLS_KIND_IMAGE_REGISTRY=$IMAGE_REGISTRY RELAYTLS_KIND_IMAGE_TAG=$APP_VERSION \
     RELAYTLS_KIND_KUBECTL=$KUBECTL RELAYTLS_KIND_HELM=$CACHE/bin/helm \
-    go test -count=1 -timeout 40m -v ./e2e/kind/ 2>&1 | tee "$RUN/suite.log"
+    go test -tags e2ekind -count=1 -timeout 40m -v ./e2e/kind/ 2>&1 | tee "$RUN/suite.log"
 }
 
 case $cmd in
