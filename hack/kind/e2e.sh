@@ -77,7 +77,7 @@ clean() {
 preflight() {
   command -v docker >/dev/null || die "docker is not installed. Install it (Debian: apt-get install docker.io; .ci/run does this) and start the daemon."
   if ! out=$(docker info 2>&1 >/dev/null); then
-    die "Docker is not reachable ($(head -n1 <<<"$out")). Start the daemon: dockerd >/tmp/dockerd.log 2>&1 & (or systemctl start docker), and check that $(id -un) may use /var/run/docker.sock."
+    die "Docker is not reachable ($(head -n1 <<<"$out")). Start the daemon: dockerd >/tmp/dockerd.log 2>&1 & (or systemctl start docker), and check that $(id -un) may use ${DOCKER_HOST:-/var/run/docker.sock}."
   fi
   local c
   for c in "${CLUSTERS[@]}"; do
