@@ -313,7 +313,7 @@ patches:
 	e.k(t, e.wlCtx, []byte(rendered), "apply", "--server-side", "-f", "-")
 	e.run(t, nil, e.relayctl, "register", "--secrets-only", "--cluster", "wl",
 		"--mgmt-context", e.mgmtCtx, "--remote-context", e.wlCtx,
-		"--mgmt-kubeconfig", e.kubeconfig, "--remote-kubeconfig", e.kubeconfig)
+		"--mgmt-kubeconfig", e.kubeconfig, "--remote-kubeconfig", e.kubeconfig, "--endpoint", endpoint)
 	if err := harness.WaitCertificateReady(ctx, e.wl, "relay-client", 4*time.Minute); err != nil {
 		t.Fatalf("workload Certificate relay-client: %v", err)
 	}
