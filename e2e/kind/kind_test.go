@@ -17,13 +17,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -210,15 +210,6 @@ func revision(ctx context.Context, c provider.Cluster, name string) (int, error)
 	return *crt.Status.Revision, nil
 }
 
-func ready(crt *cmapi.Certificate) bool {
-	for _, c := range crt.Status.Conditions {
-		if c.Type == cmapi.CertificateConditionReady {
-			return c.Status == cmmeta.ConditionTrue
-		}
-	}
-	return false
-}
-
 // sidecarMetric reads one relay-sidecar metric of a deployment's pod through
 // the API server's pod proxy.
 func sidecarMetric(ctx context.Context, c provider.Cluster, app, metric string) (float64, error) {
@@ -245,17 +236,50 @@ func sidecarMetric(ctx context.Context, c provider.Cluster, app, metric string) 
 	return sum, nil
 }
 
-// TestKindMTLSSelfSigned is mode 4 on real clusters: the management side from
-// the Helm chart, the workload side from the kustomize profile plus
+// modeCase is one relay security mode as the kind suite runs it.
+type modeCase struct {
+	mode string
+	// autoClient: the workload cluster gets a relay-client Certificate
+	// from the remote RelayIssuer through the issuance endpoint.
+	autoClient bool
+}
+
+// TestKind runs each mode on the two real clusters: the management side
+// from the Helm chart, the workload side from the kustomize profile plus
 // relayctl register --secrets-only, server and agent as pods, three renewals
 // of every renewed certificate as rotated by kubelet with zero gaps and
 // breaks, the relay-issuer pod killed mid-run, the server pod restarted,
-// and the secret-leak scan.
-func TestKindMTLSSelfSigned(t *testing.T) {
+// and the secret-leak scan. RELAYTLS_KIND_MODES picks modes by name.
+func TestKind(t *testing.T) {
 	e := setup(t)
+	cases := []modeCase{
+		{mode: "mtls-self-signed", autoClient: true},
+		{mode: "tls-self-signed"},
+	}
+	only := strings.Fields(os.Getenv("RELAYTLS_KIND_MODES"))
+	for _, m := range cases {
+		if len(only) > 0 && !slices.Contains(only, m.mode) {
+			continue
+		}
+		t.Run(m.mode, func(t *testing.T) {
+			runMode(t, e, m)
+			e.uninstall(t)
+		})
+	}
+}
+
+// uninstall removes one mode's installation from both clusters.
+func (e *env) uninstall(t *testing.T) {
+	e.run(t, nil, e.helm, "--kube-context", e.mgmtCtx, "uninstall", "relaytls", "-n", ns, "--wait", "--ignore-not-found")
+	for _, kc := range []string{e.mgmtCtx, e.wlCtx} {
+		e.k(t, kc, nil, "delete", "namespace", ns, "--ignore-not-found", "--timeout=3m")
+	}
+}
+
+func runMode(t *testing.T, e *env, m modeCase) {
 	ctx := t.Context()
 	mgmtNode := e.prefix + "-mgmt-control-plane"
-	const mode = "mtls-self-signed"
+	mode := m.mode
 	// Short lives so the run sees three renewals: each renews 2m before a
 	// 3m expiry, i.e. every minute.
 	const duration, renewBefore = "3m", "2m"
@@ -272,9 +296,12 @@ func TestKindMTLSSelfSigned(t *testing.T) {
 			t.Fatalf("management Certificate %s: %v", n, err)
 		}
 	}
-	issuancePort := strings.Trim(e.k(t, e.mgmtCtx, nil, "-n", ns, "get", "service", "relay-issuer",
-		"-o", "jsonpath={.spec.ports[0].nodePort}"), "'\n ")
-	endpoint := mgmtNode + ":" + issuancePort
+	endpoint := mgmtNode + ":9443" // unused without an issuance endpoint
+	if m.autoClient {
+		issuancePort := strings.Trim(e.k(t, e.mgmtCtx, nil, "-n", ns, "get", "service", "relay-issuer",
+			"-o", "jsonpath={.spec.ports[0].nodePort}"), "'\n ")
+		endpoint = mgmtNode + ":" + issuancePort
+	}
 
 	// Management server: the sample app with the documented server sidecar.
 	sc, vols := e.sidecarSnippet(t, mode, "management", nil)
@@ -291,7 +318,13 @@ kind: Kustomization
 resources:
 - %s
 patches:
-- target: {group: relaytls.io, kind: RelayIssuer, name: relay}
+- target: {kind: ConfigMap, name: relaytls-config}
+  patch: |-
+    - {op: replace, path: /data/cluster, value: wl}
+    - {op: replace, path: /data/endpoint, value: "%s"}
+`, rel, endpoint)
+	if m.autoClient {
+		kust += fmt.Sprintf(`- target: {group: relaytls.io, kind: RelayIssuer, name: relay}
   patch: |-
     - {op: replace, path: /spec/remote/cluster, value: wl}
     - {op: replace, path: /spec/remote/endpoint, value: "%s"}
@@ -301,21 +334,24 @@ patches:
     - {op: replace, path: /spec/dnsNames, value: [wl]}
     - {op: replace, path: /spec/duration, value: %s}
     - {op: replace, path: /spec/renewBefore, value: %s}
-- target: {kind: ConfigMap, name: relaytls-config}
-  patch: |-
-    - {op: replace, path: /data/cluster, value: wl}
-    - {op: replace, path: /data/endpoint, value: "%s"}
-`, rel, endpoint, duration, renewBefore, endpoint)
+`, endpoint, duration, renewBefore)
+	}
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kust), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	rendered := e.run(t, nil, e.kubectl, "kustomize", overlay)
 	e.k(t, e.wlCtx, []byte(rendered), "apply", "--server-side", "-f", "-")
-	e.run(t, nil, e.relayctl, "register", "--secrets-only", "--cluster", "wl",
+	reg := []string{"register", "--secrets-only", "--cluster", "wl",
 		"--mgmt-context", e.mgmtCtx, "--remote-context", e.wlCtx,
-		"--mgmt-kubeconfig", e.kubeconfig, "--remote-kubeconfig", e.kubeconfig, "--endpoint", endpoint)
-	if err := harness.WaitCertificateReady(ctx, e.wl, "relay-client", 4*time.Minute); err != nil {
-		t.Fatalf("workload Certificate relay-client: %v", err)
+		"--mgmt-kubeconfig", e.kubeconfig, "--remote-kubeconfig", e.kubeconfig}
+	if m.autoClient {
+		reg = append(reg, "--endpoint", endpoint)
+	}
+	e.run(t, nil, e.relayctl, reg...)
+	if m.autoClient {
+		if err := harness.WaitCertificateReady(ctx, e.wl, "relay-client", 4*time.Minute); err != nil {
+			t.Fatalf("workload Certificate relay-client: %v", err)
+		}
 	}
 
 	// Agent: the sample app with the documented agent sidecar.
@@ -333,7 +369,10 @@ patches:
 		c    provider.Cluster
 		name string
 	}
-	certs := []watched{{e.mgmt, "relaytls-server"}, {e.wl, "relay-client"}}
+	certs := []watched{{e.mgmt, "relaytls-server"}}
+	if m.autoClient {
+		certs = append(certs, watched{e.wl, "relay-client"})
+	}
 	for _, w := range certs {
 		r, err := revision(ctx, w.c, w.name)
 		if err != nil {
@@ -390,20 +429,25 @@ patches:
 		}
 	}
 	// No lost or doubled certificate across the issuer's restart: every
-	// revision of relay-client has exactly one CertificateRequest.
-	var crs cmapi.CertificateRequestList
-	if err := e.wl.Client().List(ctx, &crs, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	perRev := map[string]int{}
-	for _, cr := range crs.Items {
-		if cr.Annotations[cmapi.CertificateNameKey] == "relay-client" {
-			perRev[cr.Annotations[cmapi.CertificateRequestRevisionAnnotationKey]]++
+	// revision of each renewed Certificate has exactly one CertificateRequest.
+	for _, w := range certs {
+		var crs cmapi.CertificateRequestList
+		if err := w.c.Client().List(ctx, &crs, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
 		}
-	}
-	for rev, n := range perRev {
-		if n != 1 {
-			t.Errorf("relay-client revision %s has %d CertificateRequests; want 1", rev, n)
+		perRev := map[string]int{}
+		for _, cr := range crs.Items {
+			if cr.Annotations[cmapi.CertificateNameKey] == w.name {
+				perRev[cr.Annotations[cmapi.CertificateRequestRevisionAnnotationKey]]++
+			}
+		}
+		if len(perRev) == 0 {
+			t.Errorf("%s: no CertificateRequest kept", w.name)
+		}
+		for rev, n := range perRev {
+			if n != 1 {
+				t.Errorf("%s revision %s has %d CertificateRequests; want 1", w.name, rev, n)
+			}
 		}
 	}
 
