@@ -71,9 +71,13 @@ func setup(t *testing.T) *env {
 	if err := os.MkdirAll(e.logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e.relayctl = filepath.Join(t.TempDir(), "relayctl")
-	if out, err := exec.Command("go", "build", "-o", e.relayctl, "./relayctl").CombinedOutput(); err != nil {
-		t.Fatalf("go build relayctl: %v\n%s", err, out)
+	if e.relayctl = os.Getenv("RELAYTLS_KIND_RELAYCTL"); e.relayctl == "" {
+		e.relayctl = filepath.Join(t.TempDir(), "relayctl")
+		cmd := exec.Command("go", "build", "-o", e.relayctl, "./relayctl")
+		cmd.Dir = e.root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build relayctl: %v\n%s", err, out)
+		}
 	}
 	return e
 }

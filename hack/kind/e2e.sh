@@ -64,8 +64,8 @@ clean() {
     done
   fi
   # containers kind would have made for our clusters (if kind itself is gone) and build leftovers
-  for c in $(docker ps -aq --filter "label=io.x-k8s.kind.cluster" --format '{{.Names}}' | grep "^$PREFIX-" || true) \
-    $(docker ps -aq --filter "name=^relaytls-node-build-" --format '{{.Names}}'); do
+  for c in $(docker ps -a --filter "label=io.x-k8s.kind.cluster" --format '{{.Names}}' | grep "^$PREFIX-" || true) \
+    $(docker ps -a --filter "name=^relaytls-node-build-" --format '{{.Names}}'); do
     say "removing container $c"
     docker rm -f "$c" >/dev/null 2>&1 || true
   done
@@ -193,12 +193,22 @@ collect() { # logs and state for a failed run, before the clusters go
   say "logs kept in $RUN/logs"
 }
 
+# compile the suite and relayctl while the node image and clusters are made
+compile_suite() {
+  mkdir -p "$RUN/bin"
+  (nice -n 19 go test -c -tags e2ekind -o "$RUN/bin/kind.test" ./e2e/kind &&
+    nice -n 19 go build -o "$RUN/bin/relayctl" ./relayctl) >"$RUN/compile.log" 2>&1 &
+  compile_pid=$!
+}
+
 suite() {
-  say "running the kind suite (go test ./e2e/kind)"
+  say "running the kind suite (e2e/kind)"
+  wait "$compile_pid" || { cat "$RUN/compile.log" >&2; die "compiling the kind suite failed"; }
   RELAYTLS_KIND_KUBECONFIG=$RUN/kubeconfig RELAYTLS_KIND_PREFIX=$PREFIX \
     RELAYTLS_KIND_IMAGE_REGISTRY=$IMAGE_REGISTRY RELAYTLS_KIND_IMAGE_TAG=$APP_VERSION \
     RELAYTLS_KIND_KUBECTL=$KUBECTL RELAYTLS_KIND_HELM=$CACHE/bin/helm \
-    go test -tags e2ekind -count=1 -timeout 40m -v ./e2e/kind/ 2>&1 | tee "$RUN/suite.log"
+    RELAYTLS_KIND_RELAYCTL=$RUN/bin/relayctl \
+    bash -c 'cd e2e/kind && exec "$0" -test.count=1 -test.timeout=40m -test.v' "$RUN/bin/kind.test" 2>&1 | tee "$RUN/suite.log"
 }
 
 case $cmd in
@@ -211,6 +221,8 @@ case $cmd in
 esac
 
 preflight
+mkdir -p "$RUN"
+compile_suite
 kind_bin
 helm_bin
 node_image
