@@ -141,6 +141,10 @@ create_clusters() {
     if ! wait "${pids[$i]}"; then
       echo "e2e-kind: kind create cluster $PREFIX-${CLUSTERS[$i]} failed:" >&2
       tail -n 30 "$RUN/create-${CLUSTERS[$i]}.log" >&2
+      # the suite maps no fixed host port (kind picks the API server's), so this is another tool's port
+      if grep -qi "address already in use\|port is already allocated" "$RUN/create-${CLUSTERS[$i]}.log"; then
+        echo "e2e-kind: a host port Docker was asked to bind is in use (see above): stop what holds it (ss -ltnp), or run make e2e-kind-clean if a previous run left a cluster" >&2
+      fi
       fail=1
     fi
   done
