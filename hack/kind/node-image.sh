@@ -48,6 +48,15 @@ die() { echo "node-image: $*" >&2; exit 1; }
 done_mark() { mkdir -p "$W/stamps" && : >"$W/stamps/$1"; }
 is_done() { [[ -f $W/stamps/$1 ]]; }
 image_current() { docker image inspect "$1" >/dev/null 2>&1; }
+# node_current: the node image exists and carries this build's key (a retagged
+# or half-built image under the same name is stale and rebuilt)
+node_current() {
+  local got
+  got=$(docker image inspect -f '{{index .Config.Labels "io.relaytls.kind-node.key"}}' "$NODE_IMAGE" 2>/dev/null) || return 1
+  [[ $got == "$key" ]] && return 0
+  say "$NODE_IMAGE is stale (its key label is '${got:-none}', this build's is $key): rebuilding it"
+  return 1
+}
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 GOBIN_DIR=$(go env GOPATH)/bin
@@ -219,7 +228,7 @@ step_compimages() { # the images kubeadm runs (control plane, etcd, pause, CoreD
 }
 
 step_nodeimage() { # what `kind build node-image` does, without its registry pulls: under a minute
-  image_current "$NODE_IMAGE" && return 0
+  node_current && return 0
   local id=relaytls-node-build-$$
   docker rm -f "$id" >/dev/null 2>&1 || true
   trap 'docker rm -f '"$id"' >/dev/null 2>&1 || true' RETURN
@@ -251,7 +260,7 @@ preflight
 mkdir -p "$W"
 steps=("$@")
 if [[ ${#steps[@]} -eq 0 ]]; then
-  if image_current "$NODE_IMAGE"; then
+  if node_current; then
     say "$NODE_IMAGE is current (cache $W)"
     exit 0
   fi
