@@ -59,8 +59,12 @@ for n in "${names[@]}"; do
   [[ $n == cert-manager-* ]] && t=$(go list -m -f '{{.Version}}' github.com/cert-manager/cert-manager)
   echo "images: docker build $registry/$n:$t (FROM $base)"
   # the legacy builder works offline; BuildKit may try to reach a registry for metadata
-  DOCKER_BUILDKIT=0 docker build -q --target "$n" --build-arg "BASE=$base" \
+  # (its deprecation notice is dropped; any other output is shown when the build fails)
+  if ! DOCKER_BUILDKIT=0 docker build -q --target "$n" --build-arg "BASE=$base" \
     --build-arg "VERSION=$t" --build-arg "REVISION=$revision" \
-    -t "$registry/$n:$t" "$ctx" >/dev/null
+    -t "$registry/$n:$t" "$ctx" >"$ctx/build.log" 2>&1; then
+    grep -v 'DEPRECATED\|BuildKit is currently disabled\|environment-variable\|^ *$' "$ctx/build.log" >&2
+    die "docker build of $n failed"
+  fi
 done
 echo "images: built ${names[*]} as $registry/<name>:$tag in $(($(date +%s) - t0))s"
