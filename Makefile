@@ -13,7 +13,7 @@ export RELAYTLS_KUBE_BIN := $(KUBE_BIN)
 
 .PHONY: help
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build relay-issuer, relay-sidecar and relayctl into bin/.
@@ -73,3 +73,25 @@ DEMO_FLAGS ?=
 demo: kube-binaries ## Two local clusters, enrollment, rotation, a live relay stream (DEMO_FLAGS="-mode 5 -duration 2m").
 	@echo "demo: compiling (a minute or two the first time) ..."
 	go run ./e2e/demo $(DEMO_FLAGS)
+
+# ---- images and kind (no registry needed; see README "kind") ----
+IMAGE_REGISTRY ?= ghcr.io/relaytls
+IMAGE_TAG      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE_BASE     ?= scratch
+export IMAGE_REGISTRY IMAGE_TAG IMAGE_BASE
+
+.PHONY: images
+images: ## Build the relay-issuer, relay-sidecar, relayctl and relayapp images (FROM scratch; IMAGE_BASE=<distroless> for distroless).
+	@hack/images.sh
+
+.PHONY: kind-node-image
+kind-node-image: ## Build the kind node image with no registry (cached in ~/.cache/relaytls/kind; KIND_NODE_IMAGE=<image> uses that one).
+	@hack/kind/node-image.sh
+
+.PHONY: e2e-kind
+e2e-kind: ## The kind suite: two kind clusters, cert-manager and relaytls as pods, the modes end to end.
+	@hack/kind/e2e.sh
+
+.PHONY: e2e-kind-clean
+e2e-kind-clean: ## Delete the kind clusters and containers the kind suite made (and nothing else).
+	@hack/kind/e2e.sh clean

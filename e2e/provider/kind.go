@@ -262,3 +262,26 @@ func (k *kindCluster) ServiceAccount(ctx context.Context, ns, name string) (*res
 	}
 	return cfg, path, nil
 }
+
+// Attach returns a Cluster for a kind cluster that is already running (as
+// hack/kind/e2e.sh makes them): context names its admin context in the
+// kubeconfig file. Nothing is installed and nothing is deleted.
+func Attach(name, kubeconfig, context string) (Cluster, error) {
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
+		&clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s, context %s: %w", kubeconfig, context, err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	scheme := apiruntime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(apiextensionsv1.AddToScheme(scheme))
+	utilruntime.Must(cmapi.AddToScheme(scheme))
+	utilruntime.Must(relayv1.AddToScheme(scheme))
+	cl, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	return &kindCluster{name: name, cfg: cfg, client: cl, scheme: scheme, kubeconfig: kubeconfig}, nil
+}

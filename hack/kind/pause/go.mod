@@ -1,0 +1,3 @@
+module github.com/relaytls/relaytls/hack/kind/pause
+
+go 1.26.0
