@@ -40,7 +40,7 @@ func TestSessionsShareABudget(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // they would read more now if they could
 	held := ends[0].s.Buffered() + ends[1].s.Buffered()
-	if bound := limit + 2*32<<10; held > bound || b.Used() != held {
+	if bound := limit + 2*(BudgetReserve+32<<10); held > bound || b.Used() != held {
 		t.Fatalf("the sessions hold %d bytes (budget counts %d), want at most %d", held, b.Used(), bound)
 	}
 	// Acknowledge all of the first session's bytes: the budget has room
