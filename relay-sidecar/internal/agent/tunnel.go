@@ -69,8 +69,14 @@ func (a *Agent) handle(local net.Conn) {
 		a.runResumable(local, rc, stream, cancel, nil)
 		return
 	}
+	// Without resuming the first bytes follow the open at once too; the
+	// server's answer arrives in the copy loop below.
+	confirmed := false
 	var f frame.Frame
-	if err == nil {
+	if err == nil && a.cfg.ResumeWindow == 0 {
+		openTimer.Stop()
+	} else if err == nil {
+		confirmed = true
 		err = stream.RecvMsg(&f)
 		if err == nil && f.Kind != frame.KindOpen {
 			err = errors.New("the server answered open with a " + f.Kind.String() + " frame")
@@ -123,12 +129,18 @@ func (a *Agent) handle(local net.Conn) {
 		}
 		if err != nil {
 			result = "broken"
-			if a.ctx.Err() == nil {
+			switch {
+			case !confirmed:
+				result = "open_failed"
+				a.cfg.Log.Warn("tunnel refused", "conn", rc.id, "error", message(err))
+			case a.ctx.Err() == nil:
 				a.cfg.Log.Warn("tunnel ended by the relay", "conn", rc.id, "error", message(err))
 			}
 			break
 		}
 		switch f.Kind {
+		case frame.KindOpen:
+			confirmed = true
 		case frame.KindData:
 			_, err := local.Write(f.Payload)
 			f.Release()

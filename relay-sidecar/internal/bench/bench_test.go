@@ -30,6 +30,23 @@ func TestMeasurementsRun(t *testing.T) {
 func BenchmarkThroughputDirect(b *testing.B)  { benchThroughput(b, false) }
 func BenchmarkThroughputSidecar(b *testing.B) { benchThroughput(b, true) }
 
+// BenchmarkThroughputResumable is the default path (resume on), for
+// profiling: go test -bench Resumable -cpuprofile cpu.out.
+func BenchmarkThroughputResumable(b *testing.B) {
+	s, err := NewSetup(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const chunk = 4 << 20
+	b.SetBytes(chunk)
+	for b.Loop() {
+		if _, err := Throughput(s.Resumable, 1, chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func benchThroughput(b *testing.B, sidecar bool) {
 	s, err := NewSetup(b.TempDir())
 	if err != nil {

@@ -79,7 +79,7 @@ func Register(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&c.ServerPingInterval, "server-ping-interval", 30*time.Second, "server: ping idle agents this often")
 	fs.IntVar(&c.MaxStreamsPerConn, "max-streams-per-connection", 512, "server: most concurrent streams (tunnels and hellos) on one agent connection; more are refused with reason too_many_streams")
 	fs.IntVar(&c.MaxTunnelsPerCluster, "max-tunnels-per-cluster", 256, "server: most open tunnels of one cluster over all its connections, counting those waiting for a resume; more are refused with reason too_many_tunnels")
-	fs.IntVar(&c.MaxUnackedPerCluster, "max-unacked-bytes-per-cluster", 16<<20, "server: most unacknowledged bytes held for one cluster's resumable tunnels together; past it their upstreams are not read until the agent acknowledges")
+	fs.IntVar(&c.MaxUnackedPerCluster, "max-unacked-bytes-per-cluster", 16<<20, "server: most unacknowledged bytes held for one cluster's resumable tunnels together; past it their upstreams are not read until the agent acknowledges (each tunnel keeps a 64 KiB reserve)")
 	fs.DurationVar(&c.AuthTimeout, "auth-timeout", 10*time.Second, "server: a connection must finish its handshake within this time, and then authenticate a stream within this time of being accepted, or it is closed")
 	fs.StringVar(&c.ServerAddr, "server-addr", "", "agent: server sidecar address (host:port)")
 	fs.StringVar(&c.ServerName, "server-name", "", "agent: name the server certificate must carry (default: host of --server-addr); server: name its own certificate must carry")

@@ -34,7 +34,7 @@ type Codec struct{}
 var _ encoding.CodecV2 = Codec{}
 
 // pool is where payload buffers come from and go back to.
-var pool = mem.DefaultBufferPool()
+var pool mem.BufferPool = &payloadPool{}
 
 // Pool is the buffer pool of tunnel payloads.
 func Pool() mem.BufferPool { return pool }

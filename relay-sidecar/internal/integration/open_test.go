@@ -21,7 +21,8 @@ import (
 // arrived: an agent that waits for the answer before reading its client
 // never gets one.
 type strictServer struct {
-	got chan string
+	got       chan string
+	resumable bool
 }
 
 func (s *strictServer) Hello(st grpc.ServerStream) error {
@@ -29,7 +30,11 @@ func (s *strictServer) Hello(st grpc.ServerStream) error {
 	if err := st.RecvMsg(&f); err != nil {
 		return err
 	}
-	return st.SendMsg(&frame.Frame{Kind: frame.KindHello, Reason: cluster, Flags: frame.FlagResumable})
+	reply := &frame.Frame{Kind: frame.KindHello, Reason: cluster}
+	if s.resumable {
+		reply.Flags = frame.FlagResumable
+	}
+	return st.SendMsg(reply)
 }
 
 func (s *strictServer) Tunnel(st grpc.ServerStream) error {
@@ -37,29 +42,39 @@ func (s *strictServer) Tunnel(st grpc.ServerStream) error {
 	if err := st.RecvMsg(&open); err != nil {
 		return err
 	}
-	if open.Kind != frame.KindOpen || open.Flags&frame.FlagResumable == 0 {
-		return status.Errorf(codes.InvalidArgument, "want a resumable open, got %s", open.Kind)
+	if open.Kind != frame.KindOpen || (open.Flags&frame.FlagResumable != 0) != s.resumable {
+		return status.Errorf(codes.InvalidArgument, "want an open (resumable %t), got %s with flags %d", s.resumable, open.Kind, open.Flags)
 	}
 	if err := st.RecvMsg(&data); err != nil {
 		return err
 	}
 	s.got <- string(data.Payload)
-	if err := st.SendMsg(&frame.Frame{Kind: frame.KindOpen, ID: make([]byte, frame.IDLen)}); err != nil {
+	answer, echo := &frame.Frame{Kind: frame.KindOpen}, &frame.Frame{Kind: frame.KindData, Payload: data.Payload}
+	if s.resumable {
+		// Echo the bytes back at offset 0, acknowledging them.
+		answer.ID, echo.Ack = make([]byte, frame.IDLen), uint64(len(data.Payload))
+	}
+	if err := st.SendMsg(answer); err != nil {
 		return err
 	}
-	// Echo the bytes back at offset 0, acknowledging them.
-	n := uint64(len(data.Payload))
-	if err := st.SendMsg(&frame.Frame{Kind: frame.KindData, Payload: data.Payload, Ack: n}); err != nil {
+	if err := st.SendMsg(echo); err != nil {
 		return err
 	}
 	<-st.Context().Done()
 	return nil
 }
 
-// A resumable tunnel opens in one round trip: the agent sends the client's
-// first bytes with the open instead of waiting for the server's answer.
-func TestResumableTunnelOpensInOneRoundTrip(t *testing.T) {
-	srv := &strictServer{got: make(chan string, 1)}
+// A tunnel, resumable or not, opens in one round trip: the agent sends the
+// client's first bytes with the open instead of waiting for the server's
+// answer.
+func TestTunnelOpensInOneRoundTrip(t *testing.T) {
+	for _, resumable := range []bool{true, false} {
+		t.Run(map[bool]string{true: "resumable", false: "plain"}[resumable], func(t *testing.T) { oneRoundTrip(t, resumable) })
+	}
+}
+
+func oneRoundTrip(t *testing.T, resumable bool) {
+	srv := &strictServer{got: make(chan string, 1), resumable: resumable}
 	g := grpc.NewServer(grpc.ForceServerCodecV2(frame.Codec{}))
 	g.RegisterService(frame.ServiceDesc(srv), srv)
 	lis := must[net.Listener](t)(net.Listen("tcp", "127.0.0.1:0"))
@@ -67,7 +82,7 @@ func TestResumableTunnelOpensInOneRoundTrip(t *testing.T) {
 	t.Cleanup(g.Stop)
 
 	ag := must[*agent.Agent](t)(agent.New(agent.Config{Mode: access.ModeInsecure, ServerAddr: lis.Addr().String(), Cluster: cluster,
-		ResumeWindow: 10 * time.Second, OpenTimeout: 5 * time.Second, Metrics: metrics.New("agent", nil),
+		ResumeWindow: map[bool]time.Duration{true: 10 * time.Second}[resumable], OpenTimeout: 5 * time.Second, Metrics: metrics.New("agent", nil),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}))
 	t.Cleanup(ag.Close)
 	agLis := must[net.Listener](t)(net.Listen("tcp", "127.0.0.1:0"))

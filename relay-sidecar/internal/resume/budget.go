@@ -3,10 +3,15 @@ package resume
 import "sync"
 
 // Budget is a cap on the unacknowledged bytes several sessions hold
-// together (the server gives each cluster one). A session checks it before
-// every read of its local connection and waits while the budget is spent,
-// so the bytes held by all its sessions stay below Limit plus one read
-// (frame.MaxPayload) per session.
+// together (the server gives each cluster one). A session that holds
+// BudgetReserve bytes or more checks it before every read of its local
+// connection and waits while the budget is spent, so the bytes held by all
+// its sessions stay below Limit plus BudgetReserve and one read
+// (frame.MaxPayload) per session, and a session whose peer acknowledges
+// always makes progress however much the others hold.
+// BudgetReserve is what a session may hold whatever its budget says.
+const BudgetReserve = 64 << 10
+
 type Budget struct {
 	limit int
 

@@ -172,13 +172,16 @@ func (s *Session) readLocal() {
 		}
 		free := s.o.Limit - int(s.end-s.base)
 		s.mu.Unlock()
-		if s.o.Budget != nil {
-			for ch := s.o.Budget.wait(); ch != nil; ch = s.o.Budget.wait() {
+		// Below its reserve a session reads whatever the shared budget
+		// says, so that tunnels that hold the budget cannot starve it.
+		if s.o.Budget != nil && s.o.Limit-free >= BudgetReserve {
+			if ch := s.o.Budget.wait(); ch != nil {
 				select {
 				case <-ch:
 				case <-s.done:
 					return
 				}
+				continue // an acknowledgement may have put it below its reserve
 			}
 		}
 		buf := *rb

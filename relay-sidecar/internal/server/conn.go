@@ -155,9 +155,10 @@ func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 // closes it when no stream authenticated within the auth timeout.
 type trackedConn struct {
 	net.Conn
-	once      sync.Once
-	timer     *time.Timer
-	authTimer *time.Timer
+	once sync.Once
+	// The timers may fire (and Close) before track stores them.
+	timer     atomic.Pointer[time.Timer]
+	authTimer atomic.Pointer[time.Timer]
 	s         *Server
 }
 
@@ -167,7 +168,7 @@ func (t *transportCreds) track(c net.Conn, info *ConnInfo, accepted time.Time) n
 	s.cfg.Metrics.Connections.Inc()
 	tc := &trackedConn{Conn: c, s: s}
 	remote := c.RemoteAddr().String()
-	tc.authTimer = time.AfterFunc(max(time.Until(accepted.Add(s.cfg.AuthTimeout)), 0), func() {
+	tc.authTimer.Store(time.AfterFunc(max(time.Until(accepted.Add(s.cfg.AuthTimeout)), 0), func() {
 		if info.authed.Load() {
 			return
 		}
@@ -175,28 +176,29 @@ func (t *transportCreds) track(c net.Conn, info *ConnInfo, accepted time.Time) n
 			"timeout", s.cfg.AuthTimeout.String(), "remote", remote)
 		s.cfg.Metrics.Failures.WithLabelValues(ReasonAuthTimeout).Inc()
 		tc.Close()
-	})
+	}))
 	if !info.NotAfter.IsZero() {
 		grace := s.cfg.ExpiryGrace
 		wait := time.Until(info.NotAfter) - grace
-		tc.timer = time.AfterFunc(max(wait, 0), func() {
+		tc.timer.Store(time.AfterFunc(max(wait, 0), func() {
 			s.cfg.Log.Warn("agent certificate expires; closing its connection",
 				"identity", info.Identity, "peer_serial", info.PeerSerial, "not_after", info.NotAfter.UTC().Format(time.RFC3339))
 			s.cfg.Metrics.Failures.WithLabelValues(access.ReasonPeerExpired).Inc()
 			close(info.expired)
 			// Streams are told first; the connection goes at the expiry.
 			time.AfterFunc(min(grace, max(time.Until(info.NotAfter), 0)), func() { tc.Close() })
-		})
+		}))
 	}
 	return tc
 }
 
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
-		if c.timer != nil {
-			c.timer.Stop()
+		for _, t := range []*time.Timer{c.timer.Load(), c.authTimer.Load()} {
+			if t != nil {
+				t.Stop()
+			}
 		}
-		c.authTimer.Stop()
 		c.s.cfg.Metrics.Connections.Dec()
 	})
 	return c.Conn.Close()

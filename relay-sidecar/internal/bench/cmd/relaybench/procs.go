@@ -113,14 +113,17 @@ func waitDial(addr string) error {
 	}
 }
 
+// freePorts returns n distinct free loopback addresses: all are held open
+// until the last is found, so none is handed out twice.
 func freePorts(n int) ([]string, error) {
-	out := make([]string, n)
-	for i := range out {
-		a, err := freePort()
+	out := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
-		out[i] = a
+		defer l.Close()
+		out = append(out, l.Addr().String())
 	}
 	return out, nil
 }
