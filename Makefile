@@ -59,7 +59,7 @@ bench: kube-binaries ## Run the benchmarks; each prints ratios against a baselin
 	@echo "== relay-sidecar against direct TLS (throughput, round trip, tunnel open, memory per idle agent)"
 	CGO_ENABLED=0 go build -o $(BIN)/relay-sidecar ./relay-sidecar
 	go run ./relay-sidecar/internal/bench/cmd/relaybench -sidecar $(BIN)/relay-sidecar
-	@echo "== enrollment: issuance endpoint + RelayIssuer vs cert-manager's CA issuer (N = 100, 1000)"
+	@echo "== enrollment: issuance endpoint + RelayIssuer vs cert-manager's CA issuer (N = 100, 1000, and 200 at once)"
 	go test -tags bench -run '^TestBenchEnrollment$$' -count=1 -v -timeout 20m ./issuer/integration/ 2>&1 | grep -E 'bench_test.go|^(ok|FAIL|---)'
 
 .PHONY: e2e
