@@ -61,7 +61,7 @@ bench: kube-binaries ## Run the benchmarks; each prints ratios against a baselin
 	go run ./relay-sidecar/internal/bench/cmd/relaybench -sidecar $(BIN)/relay-sidecar
 	@echo "== relay-sidecar vs ghostunnel (pinned in hack/ghostunnel, built once with cgo) vs direct mTLS: separate processes on one sink, 5 alternating repetitions"
 	go run ./relay-sidecar/internal/bench/cmd/relaybench -procs -sidecar $(BIN)/relay-sidecar -ghostunnel "$$(hack/ghostunnel/build.sh)" -reps 5 -mib 64
-	@echo "== enrollment: issuance endpoint + RelayIssuer vs cert-manager's CA issuer (N = 100, 1000)"
+	@echo "== enrollment: issuance endpoint + RelayIssuer vs cert-manager's CA issuer (N = 100, 1000, and 200 at once)"
 	go test -tags bench -run '^TestBenchEnrollment$$' -count=1 -v -timeout 20m ./issuer/integration/ 2>&1 | grep -E 'bench_test.go|^(ok|FAIL|---)'
 
 .PHONY: e2e

@@ -41,7 +41,7 @@ type endpointFixture struct {
 	root *testpki.Cert
 }
 
-func startEndpoint(t *testing.T, cfg endpoint.Config) *endpointFixture {
+func startEndpoint(t *testing.T, cfg endpoint.Config, o app.Options) *endpointFixture {
 	t.Helper()
 	c := startCluster(t, "management")
 	root := testpki.Root(t, "hardening root")
@@ -63,7 +63,8 @@ func startEndpoint(t *testing.T, cfg endpoint.Config) *endpointFixture {
 		t.Fatal(err)
 	}
 	cfg.IssuerName = "relay"
-	runIssuer(t, c, app.Options{Issuance: &app.Issuance{Config: cfg, Listener: lis, CertDir: dir.Path()}})
+	o.Issuance = &app.Issuance{Config: cfg, Listener: lis, CertDir: dir.Path()}
+	runIssuer(t, c, o)
 	waitIssuer(t, c, "relay", metav1.ConditionTrue, "")
 	return &endpointFixture{c: c, addr: lis.Addr().String(), root: root}
 }
@@ -147,7 +148,7 @@ func reasonOf(err error) string {
 // lock-out of a victim cluster, a flood of bad proofs under rotating names,
 // and durations that overflow.
 func TestEndpointHardening(t *testing.T) {
-	f := startEndpoint(t, endpoint.Config{Timeout: time.Minute, RatePerCluster: 0.2, Burst: 5, RefusedRatePerSource: 1, RefusedBurstPerSource: 20})
+	f := startEndpoint(t, endpoint.Config{Timeout: time.Minute, RatePerCluster: 0.2, Burst: 5, RefusedRatePerSource: 1, RefusedBurstPerSource: 20}, app.Options{})
 	ctx := t.Context()
 	attacker := f.client(t, "127.0.0.1")
 	victimHost := f.client(t, "127.0.0.2")
@@ -279,4 +280,28 @@ func TestEndpointHardening(t *testing.T) {
 			t.Fatalf("InvalidRequest condition %+v, want reason %s", inv, policy.ReasonInvalidDuration)
 		}
 	})
+}
+
+// TestRemoteAndCAInOneProcess runs a CA-mode issuer with the endpoint and a
+// remote issuer that calls that endpoint in one relay-issuer with a single
+// worker. The remote call must not hold the worker the CA-mode request needs
+// (it deadlocked until the issuance timeout before).
+func TestRemoteAndCAInOneProcess(t *testing.T) {
+	f := startEndpoint(t, endpoint.Config{Timeout: 20 * time.Second}, app.Options{Workers: 1})
+	createRemoteIssuer(t, f.c, "remote", "onebox", f.addr, nil)
+	waitIssuer(t, f.c, "remote", metav1.ConditionTrue, "")
+	for i := range 3 {
+		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"onebox"}})
+		name := fmt.Sprintf("onebox-%d", i)
+		start := time.Now()
+		createCR(t, f.c, crOptions{name: name, issuer: "remote", csrPEM: testpki.CSRPEM(der)})
+		cr := waitCR(t, f.c, name)
+		if len(cr.Status.Certificate) == 0 {
+			t.Fatalf("request %s through the remote issuer was not signed: %+v", name, cr.Status.Conditions)
+		}
+		if leaf := parseChain(t, cr.Status.Certificate)[0]; leaf.DNSNames[0] != "onebox" {
+			t.Fatalf("signed for %v, want onebox", leaf.DNSNames)
+		}
+		t.Logf("request %d signed through the endpoint in %s", i, time.Since(start).Round(time.Millisecond))
+	}
 }

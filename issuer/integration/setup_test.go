@@ -45,10 +45,20 @@ func repoPath(t *testing.T, rel string) string {
 // profile's, any other the management profile's.
 func startCluster(t *testing.T, name string) *localcluster.Cluster {
 	t.Helper()
-	c := localcluster.Start(t, localcluster.Options{
+	return startClusterWith(t, name, nil)
+}
+
+// startClusterWith is startCluster with changes to the cluster's options.
+func startClusterWith(t *testing.T, name string, change func(*localcluster.Options)) *localcluster.Cluster {
+	t.Helper()
+	opts := localcluster.Options{
 		Name:    name,
 		CRDDirs: []string{repoPath(t, "deploy/crds")},
-	})
+	}
+	if change != nil {
+		change(&opts)
+	}
+	c := localcluster.Start(t, opts)
 	if err := relayv1.AddToScheme(c.Scheme); err != nil {
 		t.Fatal(err)
 	}
