@@ -11,6 +11,12 @@ TEST_TIMEOUT   ?= 25m
 
 export RELAYTLS_KUBE_BIN := $(KUBE_BIN)
 
+# Version ldflags of the three binaries (`<binary> --version`).
+VERSION        ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT         ?= $(shell git rev-parse HEAD 2>/dev/null)
+VERSION_PKG    := github.com/relaytls/relaytls/internal/version
+LDFLAGS        ?= -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT)
+
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,7 +25,7 @@ help: ## Show this help.
 build: ## Build relay-issuer, relay-sidecar and relayctl into bin/.
 	@for cmd in issuer:relay-issuer relay-sidecar:relay-sidecar relayctl:relayctl; do \
 	  dir=$${cmd%%:*}; name=$${cmd##*:}; \
-	  if [ -f $$dir/main.go ]; then echo "go build $$name"; CGO_ENABLED=0 go build -trimpath -o $(BIN)/$$name ./$$dir || exit 1; fi; \
+	  if [ -f $$dir/main.go ]; then echo "go build $$name"; CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$name ./$$dir || exit 1; fi; \
 	done
 
 $(CONTROLLER_GEN): hack/tools/go.mod

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -21,19 +22,31 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/relaytls/relaytls/internal/version"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0) // the usage went to stderr
+	case errors.Is(err, errUsage):
+		os.Exit(2) // the flag package printed the error and the usage
+	default:
 		fmt.Fprintf(os.Stderr, "relay-issuer: %v\n", err)
 		os.Exit(1)
 	}
 }
 
+// errUsage marks a flag the flag package could not parse.
+var errUsage = errors.New("bad command line")
+
 func run(args []string) error {
 	fs := flag.NewFlagSet("relay-issuer", flag.ContinueOnError)
+	showVersion := version.AddFlag(fs)
 	var (
 		o                app.Options
 		kubeconfig       string
@@ -73,7 +86,14 @@ func run(args []string) error {
 	fs.DurationVar(&is.MaxDuration, "issuance-max-duration", endpoint.DefaultMaxDuration, "longest certificate lifetime a call may ask for; longer requests are shortened to it (the issuer's maxDuration may shorten further); negative or overflowing durations are refused")
 	fs.BoolVar(&is.KeepRequests, "issuance-keep-requests", false, "keep the endpoint's CertificateRequests after answering (debugging)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *showVersion {
+		version.Print(os.Stdout, "relay-issuer")
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

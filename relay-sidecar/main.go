@@ -21,6 +21,7 @@ import (
 
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/creds"
+	"github.com/relaytls/relaytls/internal/version"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/config"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
@@ -30,11 +31,16 @@ import (
 func main() {
 	fs := flag.NewFlagSet("relay-sidecar", flag.ContinueOnError)
 	cfg := config.Register(fs)
+	showVersion := version.AddFlag(fs)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
 		os.Exit(2)
+	}
+	if *showVersion {
+		version.Print(os.Stdout, "relay-sidecar")
+		return
 	}
 	if err := run(fs, cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "relay-sidecar: %v\n", err)

@@ -2,6 +2,7 @@ package argocd
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -65,59 +66,91 @@ func health(t *testing.T, script, resource string) (string, string) {
 	return hs.RawGetString("status").String(), hs.RawGetString("message").String()
 }
 
-func readScript(t *testing.T) string {
+const customizations = "resource_customizations/relaytls.io"
+
+// kinds are the kinds with a health check.
+func kinds(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("relayissuer-health.lua")
+	entries, err := os.ReadDir(customizations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	if len(out) < 2 {
+		t.Fatalf("%s holds %v; want at least RelayIssuer and RelayClusterIssuer", customizations, out)
+	}
+	return out
+}
+
+func read(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(b)
 }
 
+// healthTests is Argo CD's health_test.yaml format.
+type healthTests struct {
+	Tests []struct {
+		HealthStatus struct {
+			Status  string `json:"status"`
+			Message string `json:"message"`
+		} `json:"healthStatus"`
+		InputPath string `json:"inputPath"`
+	} `json:"tests"`
+}
+
+// TestHealth runs every case of every kind's health_test.yaml, as Argo
+// CD's own test of resource_customizations does, and requires a
+// terminating case for each kind.
 func TestHealth(t *testing.T) {
-	script := readScript(t)
-	const head = "apiVersion: relaytls.io/v1alpha1\nkind: RelayIssuer\nmetadata:\n  name: relay\n  generation: 3\n"
-	type testCase struct {
-		name, resource, status, message string
-	}
-	for _, tc := range []testCase{
-		{"absent status", head + "spec: {}\n", "Progressing", "Waiting for relay-issuer to report a Ready condition"},
-		{"no conditions", head + "status: {}\n", "Progressing", "Ready condition"},
-		{"no Ready condition", head + "status:\n  conditions:\n  - type: Other\n    status: \"True\"\n", "Progressing", "Ready condition"},
-		{"ready", head + "status:\n  conditions:\n  - type: Ready\n    status: \"True\"\n    reason: Checked\n    message: Succeeded checking the issuer\n    observedGeneration: 3\n", "Healthy", "Checked: Succeeded checking the issuer"},
-		{"not ready", head + "status:\n  conditions:\n  - type: Ready\n    status: \"False\"\n    reason: Pending\n    message: Secret relaytls-system/relay-tls-signing-secret not found\n    observedGeneration: 3\n", "Degraded", "relay-tls-signing-secret not found"},
-		{"stale ready", head + "status:\n  conditions:\n  - type: Ready\n    status: \"True\"\n    reason: Checked\n    observedGeneration: 2\n", "Progressing", "generation 3 (Ready condition is for generation 2)"},
-		{"stale not ready", head + "status:\n  conditions:\n  - type: Ready\n    status: \"False\"\n    reason: Failed\n    observedGeneration: 1\n", "Progressing", "generation 3"},
-		{"initializing", head + "status:\n  conditions:\n  - type: Ready\n    status: Unknown\n    reason: Initializing\n    observedGeneration: 3\n", "Progressing", "Initializing"},
-		{"cluster issuer ready without generation", "kind: RelayClusterIssuer\nmetadata:\n  name: relay\nstatus:\n  conditions:\n  - type: Ready\n    status: \"True\"\n    reason: Checked\n", "Healthy", "Checked"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			status, msg := health(t, script, tc.resource)
-			if status != tc.status || !strings.Contains(msg, tc.message) {
-				t.Errorf("health = %s %q, want %s with %q", status, msg, tc.status, tc.message)
-			}
-		})
+	for _, kind := range kinds(t) {
+		dir := filepath.Join(customizations, kind)
+		script := read(t, filepath.Join(dir, "health.lua"))
+		var ht healthTests
+		if err := yaml.UnmarshalStrict([]byte(read(t, filepath.Join(dir, "health_test.yaml"))), &ht); err != nil {
+			t.Fatalf("%s/health_test.yaml: %v", dir, err)
+		}
+		terminating := false
+		for _, tc := range ht.Tests {
+			t.Run(kind+"/"+tc.InputPath, func(t *testing.T) {
+				input := read(t, filepath.Join(dir, tc.InputPath))
+				if !strings.Contains(input, "kind: "+kind+"\n") {
+					t.Errorf("%s is not a %s", tc.InputPath, kind)
+				}
+				terminating = terminating || strings.Contains(input, "deletionTimestamp:")
+				status, msg := health(t, script, input)
+				if status != tc.HealthStatus.Status || msg != tc.HealthStatus.Message {
+					t.Errorf("health = %s %q, want %s %q", status, msg, tc.HealthStatus.Status, tc.HealthStatus.Message)
+				}
+			})
+		}
+		if len(ht.Tests) == 0 || !terminating {
+			t.Errorf("%s: %d cases, terminating one among them: %v", kind, len(ht.Tests), terminating)
+		}
 	}
 }
 
-// TestArgoCDConfigMap checks that argocd-cm.yaml installs this very script
-// for both kinds.
+// TestArgoCDConfigMap checks that argocd-cm.yaml installs each kind's very
+// script.
 func TestArgoCDConfigMap(t *testing.T) {
-	script := readScript(t)
-	b, err := os.ReadFile("argocd-cm.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cm struct {
 		Data map[string]string `json:"data"`
 	}
-	if err := yaml.Unmarshal(b, &cm); err != nil {
+	if err := yaml.Unmarshal([]byte(read(t, "argocd-cm.yaml")), &cm); err != nil {
 		t.Fatal(err)
 	}
-	for _, kind := range []string{"RelayIssuer", "RelayClusterIssuer"} {
+	for _, kind := range kinds(t) {
 		key := "resource.customizations.health.relaytls.io_" + kind
-		if cm.Data[key] != script {
-			t.Errorf("argocd-cm.yaml %s is not relayissuer-health.lua", key)
+		if cm.Data[key] != read(t, filepath.Join(customizations, kind, "health.lua")) {
+			t.Errorf("argocd-cm.yaml %s is not %s/%s/health.lua", key, customizations, kind)
 		}
 	}
 }

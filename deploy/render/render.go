@@ -248,13 +248,14 @@ type GeneratedFile struct {
 }
 
 // Generated returns every file the generator writes: the chart's copies of
-// deploy/rbac and deploy/crds, and each profile's kustomization and manifests.
+// deploy/rbac, deploy/crds and deploy/prometheus, and each profile's kustomization and manifests.
 func Generated() ([]GeneratedFile, error) {
 	root := RepoRoot()
 	var out []GeneratedFile
 	copies := map[string]string{
-		"deploy/rbac/role.yaml":     "deploy/charts/relaytls/files/issuer-role.yaml",
-		"deploy/rbac/approver.yaml": "deploy/charts/relaytls/files/approver.yaml",
+		"deploy/rbac/role.yaml":                 "deploy/charts/relaytls/files/issuer-role.yaml",
+		"deploy/rbac/approver.yaml":             "deploy/charts/relaytls/files/approver.yaml",
+		"deploy/prometheus/relaytls-rules.yaml": "deploy/charts/relaytls/files/relaytls-rules.yaml",
 	}
 	crds, err := filepath.Glob(filepath.Join(root, "deploy", "crds", "*.yaml"))
 	if err != nil || len(crds) == 0 {

@@ -10,7 +10,9 @@
 package version
 
 import (
+	"flag"
 	"fmt"
+	"io"
 	"runtime"
 	"runtime/debug"
 )
@@ -61,4 +63,14 @@ func (i Info) String() string {
 		s += " (commit " + c + ")"
 	}
 	return fmt.Sprintf("%s, %s, %s", s, i.GoVersion, i.Platform)
+}
+
+// AddFlag registers --version on a standard library FlagSet.
+func AddFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("version", false, "print the version and exit")
+}
+
+// Print writes "<name> <version line>" to w.
+func Print(w io.Writer, name string) {
+	fmt.Fprintf(w, "%s %s\n", name, Get())
 }

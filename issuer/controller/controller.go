@@ -38,7 +38,6 @@ const FieldOwner = "relaytls.io/relay-issuer"
 // +kubebuilder:rbac:groups=relaytls.io,resources=relayissuers/status;relayclusterissuers/status,verbs=patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=patch
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create,namespace=relaytls-system
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=create;delete,namespace=relaytls-system
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=relaytls-system
@@ -67,6 +66,10 @@ func (t Tuning) controllerOptions() controller.Options {
 // Setup registers the issuer, CertificateRequest and Secret-following
 // controllers with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning) error {
+	recorder, err := coreEventRecorder(ctx, mgr)
+	if err != nil {
+		return err
+	}
 	c := &controllers.CombinedController{
 		IssuerTypes:        []issuerapi.Issuer{&relayv1.RelayIssuer{}},
 		ClusterIssuerTypes: []issuerapi.Issuer{&relayv1.RelayClusterIssuer{}},
@@ -74,7 +77,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning)
 		MaxRetryDuration:   tune.MaxRetryDuration,
 		Check:              s.Check,
 		Sign:               s.Sign,
-		EventRecorder:      mgr.GetEventRecorder("relay-issuer"),
+		EventRecorder:      recorder,
 		// ca.crt must be the root (SPEC section 5), so the CA field is set.
 		SetCAOnCertificateRequest:      true,
 		DisableKubernetesCSRController: true,

@@ -24,6 +24,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/issuer/controller"
 	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
@@ -357,6 +358,27 @@ func TestRelayIssuer(t *testing.T) {
 				return false, "no Ready condition", nil
 			}
 			return r.Status == metav1.ConditionFalse && strings.Contains(r.Message, want), r.Message, nil
+		})
+	})
+
+	t.Run("Events are core Events with their source and age", func(t *testing.T) {
+		// kubectl describe and cmctl status read these fields; leader
+		// election's Event shows that the shipped RBAC lets it record one.
+		eventually(t, 30*time.Second, "a core Event from relay-issuer and one from leader election", func(ctx context.Context) (bool, string, error) {
+			var evs corev1.EventList
+			if err := c.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+				return false, "", err
+			}
+			var fromIssuer, fromLeaderElection bool
+			for _, e := range evs.Items {
+				if e.Source.Component == controller.EventSource && !e.LastTimestamp.IsZero() && !e.FirstTimestamp.IsZero() && e.InvolvedObject.Kind == "CertificateRequest" {
+					fromIssuer = true
+				}
+				if e.Reason == "LeaderElection" && e.InvolvedObject.Kind == "Lease" {
+					fromLeaderElection = true
+				}
+			}
+			return fromIssuer && fromLeaderElection, fmt.Sprintf("%d Events, from relay-issuer on a CertificateRequest: %v, from leader election: %v", len(evs.Items), fromIssuer, fromLeaderElection), nil
 		})
 	})
 

@@ -81,7 +81,9 @@ argocd.argoproj.io/sync-wave: {{ index . 1 | quote }}
 
 {{- define "relaytls.image" -}}
 {{- $tag := .image.tag | default .appVersion -}}
-{{- if (get .image "digest") }}{{ .image.repository }}@{{ .image.digest }}{{ else }}{{ .image.repository }}:{{ $tag }}{{ end }}
+{{- $repo := .image.repository -}}
+{{- with (get .image "registry") }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end -}}
+{{- if (get .image "digest") }}{{ $repo }}@{{ .image.digest }}{{ else }}{{ $repo }}:{{ $tag }}{{ end }}
 {{- end }}
 
 {{- define "relaytls.privateKey" -}}

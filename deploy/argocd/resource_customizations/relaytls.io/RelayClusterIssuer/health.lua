@@ -4,11 +4,16 @@
 --                older generation, or Ready=Unknown (initializing)
 --   Degraded     Ready=False (the message says which Secret and what is wrong;
 --                relay-issuer retries and recovers once it is fixed)
+--   Progressing  while the issuer is being deleted, whatever its conditions
 local hs = {}
 local function progressing(msg)
   hs.status = "Progressing"
   hs.message = msg
   return hs
+end
+
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  return progressing("Being deleted (since " .. tostring(obj.metadata.deletionTimestamp) .. ")")
 end
 
 if obj.status == nil or obj.status.conditions == nil then
