@@ -33,7 +33,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute) // a cold build on a loaded 2-core machine took over 10 minutes
 	defer cancel()
 	if bins, err = harness.Build(ctx, dir, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binaries:", err)
