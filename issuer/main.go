@@ -98,6 +98,17 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
+	for name, v := range map[string]float64{
+		"--issuance-rate-per-cluster": rate, "--issuance-refused-rate-per-source": refusedRate,
+		"--issuance-burst": float64(is.Burst), "--issuance-refused-burst-per-source": float64(is.RefusedBurstPerSource),
+		"--issuance-max-tracked-clusters": float64(is.MaxClusters), "--issuance-max-tracked-sources": float64(is.MaxSources),
+		"--issuance-max-waiting": float64(is.MaxWaiting), "--issuance-max-concurrent": float64(is.MaxConcurrent),
+		"--issuance-max-duration": float64(is.MaxDuration), "--issuance-timeout": float64(is.Timeout),
+	} {
+		if v < 0 {
+			return fmt.Errorf("%s must not be negative", name)
+		}
+	}
 	if is.ListenAddr != "" {
 		is.RatePerCluster = ratelimit.Limit(rate)
 		is.RefusedRatePerSource = ratelimit.Limit(refusedRate)

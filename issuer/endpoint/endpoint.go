@@ -267,13 +267,9 @@ func (s *Server) validate(req *issuance.SignRequest) (*checked, error) {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidIdentityProof, "the identity proof is too long to be an HMAC-SHA256")
 	}
 	c := &checked{der: block.Bytes}
-	switch {
-	case req.DurationSeconds < 0:
-		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidDuration, fmt.Sprintf("durationSeconds must not be negative, got %d", req.DurationSeconds))
-	case req.DurationSeconds > maxDurationSeconds:
-		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidDuration, fmt.Sprintf("durationSeconds %d is too large to be a duration (at most %d)", req.DurationSeconds, maxDurationSeconds))
-	case req.DurationSeconds > 0:
-		c.duration = min(time.Duration(req.DurationSeconds)*time.Second, s.cfg.MaxDuration)
+	var err error
+	if c.duration, err = s.duration(req.DurationSeconds); err != nil {
+		return nil, err
 	}
 	if len(req.Usages) > 16 {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidCSR, "too many usages")
@@ -283,6 +279,19 @@ func (s *Server) validate(req *issuance.SignRequest) (*checked, error) {
 		c.usages = append(c.usages, cmapi.KeyUsage(u))
 	}
 	return c, nil
+}
+
+// duration turns a requested lifetime in seconds into the one asked of the
+// issuer: zero is the issuer's default, negative or overflowing is refused,
+// longer than MaxDuration is shortened to it.
+func (s *Server) duration(seconds int64) (time.Duration, error) {
+	switch {
+	case seconds < 0:
+		return 0, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidDuration, fmt.Sprintf("durationSeconds must not be negative, got %d", seconds))
+	case seconds > maxDurationSeconds:
+		return 0, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidDuration, fmt.Sprintf("durationSeconds %d is too large to be a duration (at most %d)", seconds, maxDurationSeconds))
+	}
+	return min(time.Duration(seconds)*time.Second, s.cfg.MaxDuration), nil
 }
 
 // Sign handles one enrollment or renewal call and counts its outcome.

@@ -8,7 +8,10 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,10 +21,13 @@ import (
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+	"k8s.io/client-go/util/retry"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
@@ -93,7 +99,18 @@ func TestBenchEnrollment(t *testing.T) {
 		relayWall, caWall time.Duration
 	}
 	var results []result
-	for round, n := range []int{100, 1000, 200} {
+	sizes := []int{100, 1000, 200}
+	if env := os.Getenv("RELAYTLS_BENCH_N"); env != "" { // e.g. "100,200" for a quick run
+		sizes = nil
+		for _, f := range strings.Split(env, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				t.Fatalf("RELAYTLS_BENCH_N: %q is not a positive number", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for round, n := range sizes {
 		csrs := make([][]byte, n)
 		for i := range csrs {
 			csrs[i], _ = testpki.CSR(t, testpki.CSROptions{DNSNames: []string{fmt.Sprintf("bench-%d-%d", n, i)}})
@@ -109,6 +126,7 @@ func TestBenchEnrollment(t *testing.T) {
 			relay()
 		}
 		results = append(results, r)
+		t.Logf("measured N=%d: relay %s, baseline %s (wall)", n, r.relayWall.Round(time.Millisecond), r.caWall.Round(time.Millisecond))
 	}
 
 	t.Logf("enrollment benchmark (2-core machine; the baseline is cert-manager's CA issuer signing the same CSRs in this run; order alternates: N=100 relay first, N=1000 baseline first, N=200 relay first)")
@@ -208,7 +226,12 @@ func signAllWithCA(t *testing.T, cm cmclient.Interface, n int, csrs [][]byte) ([
 			created[i] = time.Now()
 			byName[cr.Name] = i
 			mu.Unlock()
-			if _, err := crs.Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+			// An overloaded API server or webhook times out now and then;
+			// retry such errors as a client would, counted from the first try.
+			err := retry.OnError(wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 8},
+				func(err error) bool { return !apierrors.IsAlreadyExists(err) && ctx.Err() == nil },
+				func() error { _, err := crs.Create(ctx, cr, metav1.CreateOptions{}); return err })
+			if err != nil && !apierrors.IsAlreadyExists(err) {
 				t.Errorf("creating baseline request %d: %v", i, err)
 			}
 		}()
