@@ -67,4 +67,4 @@ for n in "${names[@]}"; do
     die "docker build of $n failed"
   fi
 done
-echo "images: built ${names[*]} as $registry/<name>:$tag in $(($(date +%s) - t0))s"
+echo "images: built ${names[*]} in $(($(date +%s) - t0))s (relaytls images tagged $tag)"

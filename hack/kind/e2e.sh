@@ -43,7 +43,8 @@ kind_bin() {
 }
 
 helm_bin() {
-  if [[ ! -x $CACHE/bin/helm ]] || ! "$CACHE/bin/helm" version --short 2>/dev/null | grep -q "$HELM_VERSION"; then
+  # a helm built with go install reports only its minor version: read the module's from the binary
+  if [[ ! -x $CACHE/bin/helm || $(go version -m "$CACHE/bin/helm" 2>/dev/null | awk '$1 == "mod" {print $3}') != "$HELM_VERSION" ]]; then
     say "installing helm $HELM_VERSION from the Go module proxy (a few minutes the first time)"
     GOBIN=$CACHE/bin CGO_ENABLED=0 nice -n 19 go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
   fi
