@@ -351,7 +351,7 @@ func kustomization(mode, role string) string {
 	if role == "workload" && mode != "insecure" {
 		fmt.Fprintf(&b, "#\n# Overlay: replace the example cluster name %q", ExampleCluster)
 		if mode == "mtls-self-signed" || mode == "mtls-byo-ca" {
-			fmt.Fprintf(&b, " and endpoint %q,\n# for example with a patch on RelayIssuer relay (spec.remote.cluster,\n# spec.remote.endpoint), Certificate relay-client (spec.commonName,\n# spec.dnsNames) and ConfigMap relaytls-config.\n", ExampleEndpoint)
+			fmt.Fprintf(&b, " and endpoint %q\n# once, with the component deploy/components/workload-cluster (see\n# deploy/components/example-workload): it writes them to RelayIssuer relay,\n# Certificate relay-client and ConfigMap relaytls-config.\n", ExampleEndpoint)
 		} else {
 			b.WriteString(" in ConfigMap relaytls-config.\n")
 		}
