@@ -86,8 +86,8 @@ type RelayCluster struct {
 	Status RelayClusterStatus `json:"status,omitempty"`
 }
 
-// Generation is spec.tokenGeneration with its default applied.
-func (c *RelayCluster) Generation() int64 {
+// TokenGeneration is spec.tokenGeneration with its default applied.
+func (c *RelayCluster) TokenGeneration() int64 {
 	if c.Spec.TokenGeneration < 1 {
 		return 1
 	}

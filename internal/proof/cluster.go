@@ -86,3 +86,48 @@ func Keys(scope Scope, roots []Token, cluster string, generation int64) ([]Token
 	}
 	return nil, fmt.Errorf("token scope %q is not PerCluster or Shared", scope)
 }
+
+// Mismatch explains a proof that failed with ErrInvalidProof, for a refusal's
+// reason only: it never makes a failed proof pass.
+type Mismatch string
+
+const (
+	// MismatchNone: the proof matches no key this package can name (another
+	// cluster's token, a wrong or unknown token, a replay).
+	MismatchNone Mismatch = ""
+	// MismatchStaleGeneration: the proof was made with an older token
+	// generation of the same cluster, invalidated by a bump.
+	MismatchStaleGeneration Mismatch = "StaleGeneration"
+	// MismatchScope: the proof was made for the other token scope (the root
+	// token against a per-cluster verifier, or a cluster token against a
+	// shared one).
+	MismatchScope Mismatch = "Scope"
+)
+
+// maxStaleGenerations bounds how many older generations Explain tries.
+const maxStaleGenerations = 16
+
+// Explain tells why a proof that check refuses was refused, by trying the
+// keys of the other scope and of up to 16 older generations. check is the
+// verification that failed, applied to other keys.
+func Explain(scope Scope, roots []Token, cluster string, generation int64, check func([]Token) error) Mismatch {
+	if len(roots) == 0 {
+		return MismatchNone
+	}
+	other := ScopeShared
+	if scope == ScopeShared {
+		other = ScopePerCluster
+	}
+	if keys, err := Keys(other, roots, cluster, generation); err == nil && check(keys) == nil {
+		return MismatchScope
+	}
+	if scope == ScopeShared {
+		return MismatchNone
+	}
+	for g := generation - 1; g >= 1 && g >= generation-maxStaleGenerations; g-- {
+		if keys, err := Keys(ScopePerCluster, roots, cluster, g); err == nil && check(keys) == nil {
+			return MismatchStaleGeneration
+		}
+	}
+	return MismatchNone
+}

@@ -195,3 +195,37 @@ func TestParseScope(t *testing.T) {
 		t.Error("ParseScope accepted global")
 	}
 }
+
+func TestExplain(t *testing.T) {
+	csr := []byte("csr")
+	roots := []Token{tokenA}
+	check := func(p string) func([]Token) error {
+		return func(keys []Token) error { return VerifyIdentity(keys, "c1", csr, p) }
+	}
+	gen1, _ := ClusterToken(tokenA, "c1", 1)
+	other, _ := ClusterToken(tokenA, "c2", 3)
+	type testCase struct {
+		name  string
+		scope Scope
+		gen   int64
+		proof string
+		want  Mismatch
+	}
+	for _, tc := range []testCase{
+		{name: "stale generation", scope: ScopePerCluster, gen: 3, proof: Identity(gen1, "c1", csr), want: MismatchStaleGeneration},
+		{name: "root token against per-cluster", scope: ScopePerCluster, gen: 1, proof: Identity(tokenA, "c1", csr), want: MismatchScope},
+		{name: "cluster token against shared", scope: ScopeShared, gen: 1, proof: Identity(gen1, "c1", csr), want: MismatchScope},
+		{name: "another cluster's token", scope: ScopePerCluster, gen: 3, proof: Identity(other, "c1", csr), want: MismatchNone},
+		{name: "wrong root", scope: ScopePerCluster, gen: 1, proof: Identity(tokenB, "c1", csr), want: MismatchNone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys, _ := Keys(tc.scope, roots, "c1", tc.gen)
+			if err := check(tc.proof)(keys); !errors.Is(err, ErrInvalidProof) {
+				t.Fatalf("the proof must fail first, got %v", err)
+			}
+			if got := Explain(tc.scope, roots, "c1", tc.gen, check(tc.proof)); got != tc.want {
+				t.Fatalf("Explain = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

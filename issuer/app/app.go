@@ -195,6 +195,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if err != nil {
 			return fmt.Errorf("creating the cert-manager client of the issuance endpoint: %w", err)
 		}
+		is.Config.Verifier = s
 		srv, err := endpoint.New(is.Config, cm, mgr.GetClient(), mgr.GetLogger().WithName("issuance"))
 		if err != nil {
 			return err

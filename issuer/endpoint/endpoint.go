@@ -1,9 +1,10 @@
 // Package endpoint is the issuance endpoint served by relay-issuer in the
 // management cluster (the istio-csr pattern): a remote signing call becomes a
 // CertificateRequest for the CA-mode issuer, annotated with the caller's
-// cluster and identity proof. The endpoint waits for the request, returns the
-// chain or the issuer's reason, and deletes the request. It decides nothing
-// itself: the issuer checks the proof.
+// cluster and identity proof. It checks the cluster and proof first (cheap)
+// and creates nothing for a refused call; the issuer checks them again. The
+// endpoint waits for the request, returns the chain or the issuer's reason,
+// and deletes the request.
 package endpoint
 
 import (
@@ -12,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,6 +62,21 @@ type Config struct {
 	Burst          int
 	// KeepRequests leaves the CertificateRequests in place (for debugging).
 	KeepRequests bool
+	// Verifier, when set, checks each call's cluster and identity proof
+	// before anything is created (SPEC section 4: the cheap check first; the
+	// issuer checks again). relay-issuer sets it to its signer.
+	Verifier Verifier
+	// RefusalsPerAddress and RefusalBurst bound how often one caller address
+	// may be refused, so a caller without a valid proof cannot use up the
+	// budget of the cluster it names.
+	RefusalsPerAddress rate.Limit
+	RefusalBurst       int
+}
+
+// Verifier checks that a cluster may enrol with a CSR (DER) and identity
+// proof. It returns a *policy.Refusal for a refused caller.
+type Verifier interface {
+	VerifyIdentity(ctx context.Context, iss relayv1.RelayIssuerObject, cluster string, csrDER []byte, presented string) error
 }
 
 // Defaults for Config fields left zero.
@@ -67,6 +85,10 @@ const (
 	DefaultMaxConcurrent  = 64
 	DefaultRatePerCluster = rate.Limit(0.2)
 	DefaultBurst          = 5
+	// DefaultRefusalsPerAddress and DefaultRefusalBurst: a caller address
+	// may be refused 10 times at once, then once every 10 seconds.
+	DefaultRefusalsPerAddress = rate.Limit(0.1)
+	DefaultRefusalBurst       = 10
 )
 
 func (c *Config) complete() error {
@@ -92,6 +114,12 @@ func (c *Config) complete() error {
 	if c.Burst <= 0 {
 		c.Burst = DefaultBurst
 	}
+	if c.RefusalsPerAddress <= 0 {
+		c.RefusalsPerAddress = DefaultRefusalsPerAddress
+	}
+	if c.RefusalBurst <= 0 {
+		c.RefusalBurst = DefaultRefusalBurst
+	}
 	return nil
 }
 
@@ -105,6 +133,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	limiters map[string]*limiter
+	refusals map[string]*limiter
 }
 
 type limiter struct {
@@ -124,27 +153,57 @@ func New(cfg Config, cm cmclient.Interface, issuers client.Reader, log logr.Logg
 		cfg: cfg, cm: cm, issuers: issuers, log: log,
 		slots:    make(chan struct{}, cfg.MaxConcurrent),
 		limiters: map[string]*limiter{},
+		refusals: map[string]*limiter{},
 	}, nil
 }
 
 // allow takes one token from the cluster's bucket.
 func (s *Server) allow(cluster string, now time.Time) bool {
+	return s.take(s.limiters, cluster, s.cfg.RatePerCluster, s.cfg.Burst, now, 1)
+}
+
+// refusalsLeft reports whether addr may still be refused (without taking).
+func (s *Server) refusalsLeft(addr string, now time.Time) bool {
+	return s.take(s.refusals, addr, s.cfg.RefusalsPerAddress, s.cfg.RefusalBurst, now, 0)
+}
+
+// refusedFrom charges one refusal to addr.
+func (s *Server) refusedFrom(addr string, now time.Time) {
+	s.take(s.refusals, addr, s.cfg.RefusalsPerAddress, s.cfg.RefusalBurst, now, 1)
+}
+
+func (s *Server) take(m map[string]*limiter, key string, r rate.Limit, burst int, now time.Time, n int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.limiters) > 10000 { // forget clusters idle for a while
-		for k, l := range s.limiters {
+	if len(m) > 10000 { // forget keys idle for a while
+		for k, l := range m {
 			if now.Sub(l.lastSeen) > 10*time.Minute {
-				delete(s.limiters, k)
+				delete(m, k)
 			}
 		}
 	}
-	l, ok := s.limiters[cluster]
+	l, ok := m[key]
 	if !ok {
-		l = &limiter{lim: rate.NewLimiter(s.cfg.RatePerCluster, s.cfg.Burst)}
-		s.limiters[cluster] = l
+		l = &limiter{lim: rate.NewLimiter(r, burst)}
+		m[key] = l
 	}
 	l.lastSeen = now
-	return l.lim.AllowN(now, 1)
+	if n == 0 {
+		return l.lim.TokensAt(now) >= 1
+	}
+	return l.lim.AllowN(now, n)
+}
+
+// callerAddress is the caller's IP (no port), the key of refusal limits.
+func callerAddress(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return host
+	}
+	return p.Addr.String()
 }
 
 // validate checks a request's shape; the issuer checks what it means.
@@ -192,6 +251,30 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 		return nil, err
 	}
 	log := s.log.WithValues("cluster", req.Cluster)
+	addr := callerAddress(ctx)
+	if !s.refusalsLeft(addr, start) {
+		log.Info("enrollment refused: the caller's address was refused too often", "address", addr)
+		return nil, issuance.Refusal(codes.ResourceExhausted, "TooManyRefusals",
+			fmt.Sprintf("calls from %s were refused too often; retry later", addr))
+	}
+	iss, err := s.checkIssuer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Verifier != nil {
+		block, _ := pem.Decode(req.CSR)
+		if err := s.cfg.Verifier.VerifyIdentity(ctx, iss, req.Cluster, block.Bytes, req.Proof); err != nil {
+			var r *policy.Refusal
+			if !errors.As(err, &r) {
+				log.Error(err, "checking the identity proof")
+				return nil, issuance.Refusal(codes.Unavailable, "", "the management cluster could not check the identity proof; retry later")
+			}
+			s.refusedFrom(addr, start)
+			metrics.Requests.WithLabelValues("refused", r.Reason).Inc()
+			log.Info("enrollment refused before a request was made", "reason", r.Reason, "address", addr)
+			return nil, issuance.Refusal(codes.PermissionDenied, r.Reason, r.Message)
+		}
+	}
 	if !s.allow(req.Cluster, start) {
 		log.Info("enrollment rate limited")
 		return nil, issuance.Refusal(codes.ResourceExhausted, "RateLimited",
@@ -204,9 +287,6 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 		defer func() { <-s.slots }()
 	case <-ctx.Done():
 		return nil, issuance.Refusal(codes.ResourceExhausted, "Busy", fmt.Sprintf("no free enrollment slot within %s (%d calls in progress); retry later", s.cfg.Timeout, s.cfg.MaxConcurrent))
-	}
-	if err := s.checkIssuer(ctx); err != nil {
-		return nil, err
 	}
 
 	cr := &cmapi.CertificateRequest{
@@ -263,7 +343,7 @@ func enrollmentResult(err error) string {
 
 // checkIssuer refuses to forward to an issuer that does not require proofs:
 // such an issuer would sign anything anyone on the network sends.
-func (s *Server) checkIssuer(ctx context.Context) error {
+func (s *Server) checkIssuer(ctx context.Context) (relayv1.RelayIssuerObject, error) {
 	var obj relayv1.RelayIssuerObject
 	key := client.ObjectKey{Name: s.cfg.IssuerName}
 	if s.cfg.IssuerKind == "RelayIssuer" {
@@ -274,15 +354,15 @@ func (s *Server) checkIssuer(ctx context.Context) error {
 	}
 	if err := s.issuers.Get(ctx, key, obj); err != nil {
 		if apierrors.IsNotFound(err) {
-			return issuance.Refusal(codes.FailedPrecondition, "IssuerNotFound", fmt.Sprintf("the management cluster has no %s %s to sign with", s.cfg.IssuerKind, key))
+			return nil, issuance.Refusal(codes.FailedPrecondition, "IssuerNotFound", fmt.Sprintf("the management cluster has no %s %s to sign with", s.cfg.IssuerKind, key))
 		}
-		return issuance.Refusal(codes.Unavailable, "", "the management cluster's issuer cannot be read; retry later")
+		return nil, issuance.Refusal(codes.Unavailable, "", "the management cluster's issuer cannot be read; retry later")
 	}
 	if ca := obj.GetSpec().CA; ca == nil || ca.TokenSecretRef == nil {
-		return issuance.Refusal(codes.FailedPrecondition, "IssuerDoesNotRequireProof",
+		return nil, issuance.Refusal(codes.FailedPrecondition, "IssuerDoesNotRequireProof",
 			fmt.Sprintf("the %s %s does not require identity proofs (spec.ca.tokenSecretRef), so the endpoint will not forward to it", s.cfg.IssuerKind, key))
 	}
-	return nil
+	return obj, nil
 }
 
 // wait watches the request by name from the version it was created at, so
@@ -374,7 +454,9 @@ func outcome(cr *cmapi.CertificateRequest) (*issuance.SignResponse, error, bool)
 		reason, msg = inv.Reason, inv.Message
 	}
 	code := codes.InvalidArgument
-	if reason == policy.ReasonInvalidIdentityProof || reason == policy.ReasonMissingIdentityProof {
+	switch reason {
+	case policy.ReasonInvalidIdentityProof, policy.ReasonMissingIdentityProof, policy.ReasonClusterRevoked,
+		policy.ReasonClusterNotRegistered, policy.ReasonStaleTokenGeneration, policy.ReasonTokenScopeMismatch:
 		code = codes.PermissionDenied
 	}
 	return nil, issuance.Refusal(code, reason, msg), true

@@ -26,7 +26,6 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/localcluster"
-	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
@@ -81,15 +80,15 @@ func (e *enrollment) serve(t *testing.T) {
 	runIssuer(t, e.wl, app.Options{})
 }
 
-// register copies what a workload cluster needs (the root's ca.crt and the
-// token, nothing else) and creates the remote issuer and the relay-client
+// register copies what a workload cluster needs (the root's ca.crt and its
+// own cluster token, never the root token) and creates the remote issuer and the relay-client
 // Certificate, as `relayctl register` will.
 func (e *enrollment) register(t *testing.T, cluster string) {
 	t.Helper()
 	root := getSecret(t, e.mgmt.Client, "relay-root-tls-secret")
 	tok := getSecret(t, e.mgmt.Client, "relay-identity-token-secret")
 	createSecret(t, e.wl, "relay-root-tls-secret", map[string][]byte{"ca.crt": root.Data["ca.crt"]})
-	createSecret(t, e.wl, "relay-identity-token-secret", map[string][]byte{"token": tok.Data["token"]})
+	createSecret(t, e.wl, "relay-identity-token-secret", map[string][]byte{"token": clusterToken(t, tok.Data["token"], cluster, 1)})
 	createRemoteIssuer(t, e.wl, "relay", cluster, e.addr, nil)
 	waitIssuer(t, e.wl, "relay", metav1.ConditionTrue, "")
 	createClientCertificate(t, e.wl, "relay-client", "relay-tls-client-secret", "relay", cluster)
@@ -340,13 +339,19 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		}
 	})
 
-	t.Run("a cluster name that does not match the CSR is refused", func(t *testing.T) {
+	t.Run("cluster-1's token cannot claim another cluster's name", func(t *testing.T) {
+		// The workload cluster holds cluster-1's cluster token and names
+		// cluster-3: the proof is checked with cluster-3's key and fails,
+		// before the CSR's names are even looked at.
 		createRemoteIssuer(t, e.wl, "mismatch", "cluster-3", e.addr, nil)
 		waitIssuer(t, e.wl, "mismatch", metav1.ConditionTrue, "")
 		createClientCertificate(t, e.wl, "mismatch-client", "mismatch-client-tls", "mismatch", "cluster-1")
 		cr := waitCertificateRequestFor(t, e.wl, "mismatch-client")
-		if inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonIdentityMismatch {
-			t.Fatalf("InvalidRequest condition %+v; want reason %s", inv, policy.ReasonIdentityMismatch)
+		if inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonInvalidIdentityProof || !strings.Contains(inv.Message, `"cluster-3"`) {
+			t.Fatalf("InvalidRequest condition %+v; want reason %s naming cluster-3", inv, policy.ReasonInvalidIdentityProof)
+		}
+		if strings.Contains(cr.Status.Conditions[0].Message, string(getSecret(t, e.wl.Client, "relay-identity-token-secret").Data["token"])) {
+			t.Fatal("the refusal shows the token")
 		}
 	})
 
@@ -378,7 +383,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 	ic := issuance.NewClient(cc)
 	goodRequest := func(t *testing.T, cluster string) *issuance.SignRequest {
 		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{cluster}})
-		return &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: proof.Identity(proof.Token(token), cluster, der),
+		return &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: clusterProof(t, token, cluster, der),
 			Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
 	}
 

@@ -53,7 +53,7 @@ func TestRelayIssuer(t *testing.T) {
 
 	t.Run("a request with a valid proof is signed", func(t *testing.T) {
 		der, key := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"cluster-1"}})
-		p := proof.Identity(proof.Token(token), "cluster-1", der)
+		p := clusterProof(t, token, "cluster-1", der)
 		proofs = append(proofs, p)
 		createCR(t, c, crOptions{name: "signed", issuer: "relay", csrPEM: testpki.CSRPEM(der), cluster: "cluster-1", proof: p, duration: 2000 * time.Hour})
 		cr := waitCR(t, c, "signed")
@@ -160,9 +160,9 @@ func TestRelayIssuer(t *testing.T) {
 				switch tc.proofToken {
 				case "-":
 				case "":
-					p = proof.Identity(proof.Token(token), proofCluster, proofCSR)
+					p = clusterProof(t, token, proofCluster, proofCSR)
 				default:
-					p = proof.Identity(proof.Token(tc.proofToken), proofCluster, proofCSR)
+					p = clusterProof(t, tc.proofToken, proofCluster, proofCSR)
 				}
 				if p != "" {
 					proofs = append(proofs, p)
@@ -199,7 +199,7 @@ func TestRelayIssuer(t *testing.T) {
 			}
 			name = fmt.Sprintf("denied-%d", attempt)
 			der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"cluster-1"}})
-			p := proof.Identity(proof.Token(token), "cluster-1", der)
+			p := clusterProof(t, token, "cluster-1", der)
 			proofs = append(proofs, p)
 			cr := createCR(t, c, crOptions{name: name, issuer: "relay", csrPEM: testpki.CSRPEM(der), cluster: "cluster-1", proof: p})
 			cr.Status.Conditions = append(cr.Status.Conditions, cmapi.CertificateRequestCondition{
@@ -326,7 +326,7 @@ func TestRelayIssuer(t *testing.T) {
 			return r.Status == metav1.ConditionTrue, r.Message, nil
 		})
 		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"cluster-7"}})
-		p := proof.Identity(proof.Token(token), "cluster-7", der)
+		p := clusterProof(t, token, "cluster-7", der)
 		proofs = append(proofs, p)
 		createCR(t, c, crOptions{name: "via-cluster-issuer", issuer: "relay-cluster", kind: "RelayClusterIssuer", csrPEM: testpki.CSRPEM(der), cluster: "cluster-7", proof: p})
 		got := waitCR(t, c, "via-cluster-issuer")

@@ -26,6 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
@@ -126,16 +127,7 @@ func (s *Signer) loadCA(ctx context.Context, ns string, spec *relayv1.CAIssuerSp
 }
 
 func (s *Signer) loadTokens(ctx context.Context, ns string, spec *relayv1.CAIssuerSpec) ([]proof.Token, error) {
-	name, key := tokenRef(spec.TokenSecretRef)
-	sec, err := s.getSecret(ctx, ns, name)
-	if err != nil {
-		return nil, err
-	}
-	t, err := LoadToken(sec, key)
-	if err != nil {
-		return nil, err
-	}
-	return []proof.Token{t}, nil
+	return s.loadRoots(ctx, ns, spec.TokenSecretRef)
 }
 
 // Check reports whether the issuer can sign: its signing and root Secrets are
@@ -237,9 +229,8 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	if err != nil {
 		return signer.PEMBundle{}, signer.IssuerError{Err: err}
 	}
-	var tokens []proof.Token
 	if spec.TokenSecretRef != nil {
-		if tokens, err = s.loadTokens(ctx, ns, spec); err != nil {
+		if _, err := s.loadTokens(ctx, ns, spec); err != nil {
 			return signer.PEMBundle{}, signer.IssuerError{Err: err}
 		}
 	}
@@ -261,10 +252,14 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	if err != nil {
 		return signer.PEMBundle{}, asRefusal(err)
 	}
-	if spec.TokenSecretRef != nil {
-		if err := policy.CheckProof(tokens, cluster, block.Bytes, annotations[relayv1.IdentityProofAnnotation]); err != nil {
-			return signer.PEMBundle{}, asRefusal(err)
+	// The inventory (registered, not revoked) and the proof, checked with
+	// the keys of the annotated cluster only.
+	if err := s.VerifyIdentity(ctx, iss.(relayv1.RelayIssuerObject), cluster, block.Bytes, annotations[relayv1.IdentityProofAnnotation]); err != nil {
+		var r *policy.Refusal
+		if errors.As(err, &r) {
+			return signer.PEMBundle{}, refused(r)
 		}
+		return signer.PEMBundle{}, signer.IssuerError{Err: err}
 	}
 	if err := policy.CheckRequest(policy.Request{
 		Cluster:     cluster,
@@ -276,10 +271,17 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 		return signer.PEMBundle{}, asRefusal(err)
 	}
 
-	return s.issue(csr, details, spec, ca)
+	bundle, leaf, err := s.issue(csr, details, spec, ca)
+	if err != nil {
+		return bundle, err
+	}
+	if err := s.recordEnrollment(ctx, ns, cluster, leaf); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "the certificate was issued but the inventory was not updated", "cluster", cluster)
+	}
+	return bundle, nil
 }
 
-func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateDetails, spec *relayv1.CAIssuerSpec, ca *CA) (signer.PEMBundle, error) {
+func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateDetails, spec *relayv1.CAIssuerSpec, ca *CA) (signer.PEMBundle, *x509.Certificate, error) {
 	maxDuration := DefaultMaxDuration
 	if spec.MaxDuration != nil && spec.MaxDuration.Duration > 0 {
 		maxDuration = spec.MaxDuration.Duration
@@ -306,21 +308,21 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 	// request's; it compares what the CSR encodes (put on the template first)
 	// and then sets the template's usages to the request's.
 	if err := copyCSRUsages(csr, tmpl); err != nil {
-		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR's usage extensions do not parse: %v", err)})
+		return signer.PEMBundle{}, nil, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR's usage extensions do not parse: %v", err)})
 	}
 	if err := pki.CertificateTemplateValidateAndOverrideKeyUsages(details.KeyUsage, details.ExtKeyUsage)(csr, tmpl); err != nil {
-		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR does not agree with the request: %v", err)})
+		return signer.PEMBundle{}, nil, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR does not agree with the request: %v", err)})
 	}
 	_, leaf, err := pki.SignCertificate(tmpl, ca.Cert, csr.PublicKey, ca.Key)
 	if err != nil {
-		return signer.PEMBundle{}, fmt.Errorf("signing the certificate: %w", err)
+		return signer.PEMBundle{}, nil, fmt.Errorf("signing the certificate: %w", err)
 	}
 	chainPEM, err := pki.EncodeX509Chain(append([]*x509.Certificate{leaf}, ca.Chain...))
 	if err != nil {
-		return signer.PEMBundle{}, fmt.Errorf("encoding the certificate chain: %w", err)
+		return signer.PEMBundle{}, nil, fmt.Errorf("encoding the certificate chain: %w", err)
 	}
 	metrics.Requests.WithLabelValues("signed", "").Inc()
-	return signer.PEMBundle{ChainPEM: chainPEM, CAPEM: ca.RootPEM}, nil
+	return signer.PEMBundle{ChainPEM: chainPEM, CAPEM: ca.RootPEM}, leaf, nil
 }
 
 // SecretNames lists the Secrets an issuer spec refers to, defaults applied.
