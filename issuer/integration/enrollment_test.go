@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -26,6 +27,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
@@ -453,6 +455,91 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		}
 		waitNoEnrollmentRequests(t, e.mgmt)
 	})
+
+	t.Run("inventory: revocation, generation bump and scope are enforced by the endpoint", func(t *testing.T) {
+		const cluster = "inventory-1"
+		rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cluster}}
+		if err := e.mgmt.Client.Create(t.Context(), rc); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ic.Sign(t.Context(), goodRequest(t, cluster)); err != nil {
+			t.Fatalf("a registered cluster with its own token: %v", err)
+		}
+		waitRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) bool {
+			return rc.Status.LastCertificateSerial != "" && rc.Status.LastCertificateNotAfter != nil
+		})
+
+		sign := func(t *testing.T, req *issuance.SignRequest, wantReason string) {
+			t.Helper()
+			before := countRequests(t, e.mgmt)
+			_, err := ic.Sign(t.Context(), req)
+			if status.Code(err) != codes.PermissionDenied || issuance.ReasonOf(err) != wantReason {
+				t.Fatalf("got %v (reason %q); want PermissionDenied %s", err, issuance.ReasonOf(err), wantReason)
+			}
+			if after := countRequests(t, e.mgmt); after > before {
+				t.Fatalf("a refused call created a CertificateRequest (%d -> %d)", before, after)
+			}
+		}
+		t.Run("the root token itself (shared scope) is refused by a per-cluster issuer", func(t *testing.T) {
+			req := goodRequest(t, cluster)
+			block, _ := pem.Decode(req.CSR)
+			req.Proof = proof.Identity(proof.Token(token), cluster, block.Bytes)
+			sign(t, req, policy.ReasonTokenScopeMismatch)
+		})
+		t.Run("a revoked cluster is refused", func(t *testing.T) {
+			patchRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) { rc.Spec.Revoked = true })
+			eventually(t, 10*time.Second, "the endpoint refuses the revoked cluster", func(ctx context.Context) (bool, string, error) {
+				_, err := ic.Sign(ctx, goodRequest(t, cluster))
+				return issuance.ReasonOf(err) == policy.ReasonClusterRevoked, fmt.Sprintf("got %v", err), nil
+			})
+		})
+		t.Run("after a generation bump the old token is stale and the new one works", func(t *testing.T) {
+			patchRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) { rc.Spec.Revoked = false; rc.Spec.TokenGeneration = 2 })
+			eventually(t, 10*time.Second, "the endpoint refuses the old generation", func(ctx context.Context) (bool, string, error) {
+				_, err := ic.Sign(ctx, goodRequest(t, cluster))
+				return issuance.ReasonOf(err) == policy.ReasonStaleTokenGeneration, fmt.Sprintf("got %v", err), nil
+			})
+			req := goodRequest(t, cluster)
+			block, _ := pem.Decode(req.CSR)
+			req.Proof = proof.Identity(proof.Token(clusterToken(t, []byte(token), cluster, 2)), cluster, block.Bytes)
+			if _, err := ic.Sign(t.Context(), req); err != nil {
+				t.Fatalf("the generation-2 token: %v", err)
+			}
+		})
+	})
+}
+
+func patchRelayCluster(t *testing.T, c *localcluster.Cluster, name string, mutate func(*relayv1.RelayCluster)) {
+	t.Helper()
+	var rc relayv1.RelayCluster
+	if err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &rc); err != nil {
+		t.Fatal(err)
+	}
+	base := rc.DeepCopy()
+	mutate(&rc)
+	if err := c.Client.Patch(t.Context(), &rc, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitRelayCluster(t *testing.T, c *localcluster.Cluster, name string, ok func(*relayv1.RelayCluster) bool) {
+	t.Helper()
+	eventually(t, 15*time.Second, "RelayCluster "+name+" status", func(ctx context.Context) (bool, string, error) {
+		var rc relayv1.RelayCluster
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &rc); err != nil {
+			return false, "", err
+		}
+		return ok(&rc), fmt.Sprintf("status %+v", rc.Status), nil
+	})
+}
+
+func countRequests(t *testing.T, c *localcluster.Cluster) int {
+	t.Helper()
+	var l cmapi.CertificateRequestList
+	if err := c.Client.List(t.Context(), &l, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return len(l.Items)
 }
 
 func pool(certs ...*x509.Certificate) *x509.CertPool {
