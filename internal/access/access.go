@@ -48,6 +48,7 @@ const (
 	ReasonPeerIsCA        = "peer_is_ca"
 	ReasonRevoked         = "cluster_revoked"
 	ReasonStaleGeneration = "stale_token_generation"
+	ReasonScopeMismatch   = "token_scope_mismatch"
 	ReasonNoIdentity      = "no_identity"
 	ReasonServerName      = "server_name_mismatch"
 	ReasonModeMismatch    = "mode_mismatch"
@@ -267,4 +268,31 @@ func CheckProof(tokens []proof.Token, cluster string, exporter []byte, presented
 		return refuse(ReasonNoMaterial, "this server has no relay identity token loaded")
 	}
 	return refuse(ReasonOther, "tunnel proof check failed")
+}
+
+// CheckTunnelProof verifies a tunnel proof with the cluster's keys and, when
+// it fails, names a proof made with an older token generation or for the
+// other token scope (roots are the server's root tokens, used for that
+// explanation only).
+func CheckTunnelProof(keys []proof.Token, scope proof.Scope, roots []proof.Token, cluster string, generation int64, exporter []byte, presented string) error {
+	err := CheckProof(keys, cluster, exporter, presented)
+	var r *Refusal
+	if err == nil || !errors.As(err, &r) || r.Reason != ReasonInvalidProof {
+		return err
+	}
+	check := func(k []proof.Token) error { return proof.VerifyTunnel(k, cluster, exporter, presented) }
+	switch proof.Explain(scope, roots, cluster, generation, check) {
+	case proof.MismatchStaleGeneration:
+		return refuse(ReasonStaleGeneration, "cluster %q sent a tunnel proof made with a token of an older generation (now %d); give the cluster its new token", cluster, generation)
+	case proof.MismatchScope:
+		return refuse(ReasonScopeMismatch, "cluster %q sent a tunnel proof for the other token scope (this server runs --token-scope=%s)", cluster, scopeFlag(scope))
+	}
+	return err
+}
+
+func scopeFlag(s proof.Scope) string {
+	if s == proof.ScopeShared {
+		return "shared"
+	}
+	return "per-cluster"
 }

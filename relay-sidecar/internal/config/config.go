@@ -32,6 +32,11 @@ type Config struct {
 	KeepaliveMinTime   time.Duration
 	ServerPingInterval time.Duration
 
+	// TokenScope (server, tls) is per-cluster or shared; ClusterList
+	// (server) is the mounted relay-cluster-list file.
+	TokenScope  string
+	ClusterList string
+
 	// Agent role.
 	ServerAddr             string
 	ServerName             string
@@ -72,6 +77,8 @@ func Register(fs *flag.FlagSet) *Config {
 	fs.BoolVar(&c.ProxyProtocol, "proxy-protocol", false, "server: prepend a PROXY protocol v2 header naming the verified cluster")
 	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", 5*time.Second, "server: shortest ping interval agents may use (keep it at or below the agents' --keepalive-time)")
 	fs.DurationVar(&c.ServerPingInterval, "server-ping-interval", 30*time.Second, "server: ping idle agents this often")
+	fs.StringVar(&c.TokenScope, "token-scope", "per-cluster", "server, mode tls: per-cluster (each agent proves itself with its own cluster token, derived from the root token in --token-file) or shared (every agent holds the root token; any holder can claim any cluster)")
+	fs.StringVar(&c.ClusterList, "cluster-list", "", "server: the mounted relay-cluster-list file (clusters.json); revoked clusters are refused and cut within one --reload-poll-interval, in every mode, and token generations enter the cluster tokens")
 	fs.StringVar(&c.ServerAddr, "server-addr", "", "agent: server sidecar address (host:port)")
 	fs.StringVar(&c.ServerName, "server-name", "", "agent: name the server certificate must carry (default: host of --server-addr); server: name its own certificate must carry")
 	fs.StringVar(&c.Cluster, "cluster", "", "agent: this cluster's name (insecure and tls; in mtls the certificate's DNS SAN, which it must match if given)")
@@ -123,6 +130,12 @@ func (c *Config) Window() time.Duration {
 	return c.ResumeWindow
 }
 
+// Scope is the parsed --token-scope.
+func (c *Config) Scope() proof.Scope {
+	sc, _ := proof.ParseScope(c.TokenScope)
+	return sc
+}
+
 // TLSVersion is the parsed --tls-min-version.
 func (c *Config) TLSVersion() uint16 {
 	if c.TLSMin == "1.2" {
@@ -132,7 +145,7 @@ func (c *Config) TLSVersion() uint16 {
 }
 
 var (
-	serverOnly = []string{"upstream", "proxy-protocol", "keepalive-min-time", "server-ping-interval"}
+	serverOnly = []string{"upstream", "proxy-protocol", "keepalive-min-time", "server-ping-interval", "token-scope", "cluster-list"}
 	agentOnly  = []string{"server-addr", "cluster", "allow-non-loopback-listen", "keepalive-time", "keepalive-timeout", "reconnect-max-delay"}
 )
 
@@ -222,6 +235,11 @@ func (c *Config) Validate() error {
 		case required && values[f] == "":
 			add("--%s is required with --mode=%s --role=%s", f, m, c.Role)
 		}
+	}
+	if _, err := proof.ParseScope(c.TokenScope); err != nil {
+		add("--token-scope=%q is not per-cluster or shared", c.TokenScope)
+	} else if c.set["token-scope"] && m != access.ModeTLS {
+		add("--token-scope conflicts with --mode=%s: only mode tls checks tokens on the relay", m)
 	}
 	for _, f := range []string{"tls-min-version", "server-name"} {
 		if m == access.ModeInsecure && c.set[f] {
