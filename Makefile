@@ -59,6 +59,8 @@ bench: kube-binaries ## Run the benchmarks; each prints ratios against a baselin
 	@echo "== relay-sidecar against direct TLS (throughput, round trip, tunnel open, memory per idle agent)"
 	CGO_ENABLED=0 go build -o $(BIN)/relay-sidecar ./relay-sidecar
 	go run ./relay-sidecar/internal/bench/cmd/relaybench -sidecar $(BIN)/relay-sidecar
+	@echo "== relay-sidecar vs ghostunnel (pinned in hack/ghostunnel, built once with cgo) vs direct mTLS: separate processes on one sink, 5 alternating repetitions"
+	go run ./relay-sidecar/internal/bench/cmd/relaybench -procs -sidecar $(BIN)/relay-sidecar -ghostunnel "$$(hack/ghostunnel/build.sh)" -reps 5 -mib 64
 	@echo "== enrollment: issuance endpoint + RelayIssuer vs cert-manager's CA issuer (N = 100, 1000)"
 	go test -tags bench -run '^TestBenchEnrollment$$' -count=1 -v -timeout 20m ./issuer/integration/ 2>&1 | grep -E 'bench_test.go|^(ok|FAIL|---)'
 

@@ -64,6 +64,13 @@ func run(args []string) error {
 	fs.IntVar(&is.MaxConcurrent, "issuance-max-concurrent", endpoint.DefaultMaxConcurrent, "enrollment calls in progress at once; more wait for a slot")
 	fs.Float64Var(&rate, "issuance-rate-per-cluster", float64(endpoint.DefaultRatePerCluster), "enrollment calls per second allowed per cluster name")
 	fs.IntVar(&is.Burst, "issuance-burst", endpoint.DefaultBurst, "enrollment calls per cluster name allowed in a burst")
+	var refusedRate float64
+	fs.Float64Var(&refusedRate, "issuance-refused-rate-per-source", float64(endpoint.DefaultRefusedRatePerSource), "refused enrollment calls per second one source address gets a full answer for; beyond that they are answered TooManyRefusals and not logged (a call with a good proof is never held back)")
+	fs.IntVar(&is.RefusedBurstPerSource, "issuance-refused-burst-per-source", endpoint.DefaultRefusedBurstPerSource, "refused enrollment calls per source address allowed in a burst")
+	fs.IntVar(&is.MaxClusters, "issuance-max-tracked-clusters", endpoint.DefaultMaxClusters, "verified clusters whose rate limit is remembered (least recently seen forgotten first)")
+	fs.IntVar(&is.MaxSources, "issuance-max-tracked-sources", endpoint.DefaultMaxSources, "source addresses whose refusal budget is remembered (least recently seen forgotten first)")
+	fs.IntVar(&is.MaxWaiting, "issuance-max-waiting", 0, "enrollment calls that may wait for a slot; more are answered Busy at once (default 4 x --issuance-max-concurrent)")
+	fs.DurationVar(&is.MaxDuration, "issuance-max-duration", endpoint.DefaultMaxDuration, "longest certificate lifetime a call may ask for; longer requests are shortened to it (the issuer's maxDuration may shorten further); negative or overflowing durations are refused")
 	fs.BoolVar(&is.KeepRequests, "issuance-keep-requests", false, "keep the endpoint's CertificateRequests after answering (debugging)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,6 +80,7 @@ func run(args []string) error {
 	}
 	if is.ListenAddr != "" {
 		is.RatePerCluster = ratelimit.Limit(rate)
+		is.RefusedRatePerSource = ratelimit.Limit(refusedRate)
 		o.Issuance = is
 	} else if set := issuanceFlagsSet(fs); len(set) > 0 {
 		return fmt.Errorf("%s only work with --issuance-listen-address", strings.Join(set, ", "))

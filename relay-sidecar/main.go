@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -96,6 +97,8 @@ func run(fs *flag.FlagSet, cfg *config.Config) error {
 			Mode: cfg.Mode, Upstream: cfg.Upstream, ProxyProtocol: cfg.ProxyProtocol,
 			Creds: reloader, TLS: tlsOpts, KeepaliveMinTime: cfg.KeepaliveMinTime,
 			PingInterval: cfg.ServerPingInterval, ResumeWindow: cfg.Window(), ResumeBuffer: cfg.ResumeBuffer,
+			MaxStreamsPerConn: cfg.MaxStreamsPerConn, MaxTunnelsPerCluster: cfg.MaxTunnelsPerCluster,
+			MaxUnackedPerCluster: cfg.MaxUnackedPerCluster, AuthTimeout: cfg.AuthTimeout,
 			Metrics: m, Log: log,
 		})
 		if err != nil {
@@ -148,15 +151,39 @@ func run(fs *flag.FlagSet, cfg *config.Config) error {
 
 func listen(addr string) (net.Listener, error) {
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
-		_ = os.Remove(p) // a stale socket from a previous run
-		l, err := net.Listen("unix", p)
-		if err != nil {
-			return nil, fmt.Errorf("--listen=%s: %w", addr, err)
-		}
-		return l, nil
+		return listenUnix(addr, p)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
+		return nil, fmt.Errorf("--listen=%s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// listenUnix listens on a unix socket at p that only this user can
+// connect to. A stale socket from a previous run is replaced; any other
+// file at p is refused, never deleted.
+func listenUnix(addr, p string) (net.Listener, error) {
+	if fi, err := os.Lstat(p); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("--listen=%s: %s exists and is not a socket (%s); refusing to replace it", addr, p, fi.Mode().Type())
+		}
+		if err := os.Remove(p); err != nil {
+			return nil, fmt.Errorf("--listen=%s: removing the stale socket: %w", addr, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("--listen=%s: %w", addr, err)
+	}
+	// The socket is created owner-only: the umask covers the moment
+	// between bind and chmod. Nothing else creates files at startup.
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", p)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("--listen=%s: %w", addr, err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		l.Close()
 		return nil, fmt.Errorf("--listen=%s: %w", addr, err)
 	}
 	return l, nil

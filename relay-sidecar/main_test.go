@@ -121,3 +121,38 @@ func TestRunBothRolesAndDrainOnSIGTERM(t *testing.T) {
 		}
 	}
 }
+
+// A unix-socket listener replaces only a stale socket, never another
+// file, and its socket is owner-only.
+func TestListenUnix(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/not-a-socket"
+	if err := os.WriteFile(file, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listen("unix:" + file); err == nil || !strings.Contains(err.Error(), "is not a socket") {
+		t.Fatalf("listening over a regular file: got %v, want a refusal", err)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
+		t.Fatalf("the regular file was changed: %q, %v", b, err)
+	}
+	sock := dir + "/agent.sock"
+	for i := range 2 { // the second time over the stale socket of the first
+		l, err := listen("unix:" + sock)
+		if err != nil {
+			t.Fatalf("listen %d: %v", i, err)
+		}
+		fi, err := os.Lstat(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Fatalf("the socket has mode %o, want 600", perm)
+		}
+		if i == 0 {
+			// Leave the file behind as a crashed process would.
+			l.(*net.UnixListener).SetUnlinkOnClose(false)
+		}
+		l.Close()
+	}
+}

@@ -209,6 +209,27 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		}
 	})
 
+	t.Run("register --secrets-only needs no endpoint", func(t *testing.T) {
+		// The management cluster has no LoadBalancer Service to derive an
+		// endpoint from, and --secrets-only does not need one.
+		out, err := relayctl(t, "register", "--cluster", "east", mk, wk, "--secrets-only")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !strings.Contains(out, "copied the relay identity token to Secret "+ns+"/relay-identity-token-secret") {
+			t.Errorf("register --secrets-only output:\n%s", out)
+		}
+	})
+
+	t.Run("namespace flags", func(t *testing.T) {
+		out, err := relayctl(t, "status", mk, "-n", "elsewhere")
+		mustFail(t, out, err, "no ConfigMap elsewhere/relaytls-config", "pass -n")
+		out, err = relayctl(t, "status", mk, "-n", "elsewhere", "--mgmt-namespace", ns)
+		if err != nil || !strings.Contains(out, "role management") {
+			t.Errorf("--mgmt-namespace over -n: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("status shows both sides", func(t *testing.T) {
 		out, err := relayctl(t, "status", mk, wk)
 		if err != nil {

@@ -65,6 +65,9 @@ type Options struct {
 	Issuance *Issuance
 	// Workers is the number of concurrent reconciles per controller.
 	Workers int
+	// Logger, when set, is the manager's logger (controller-runtime's global
+	// logger otherwise).
+	Logger logr.Logger
 	// SeveralPerProcess lets more than one relay-issuer run in one process
 	// (tests run a management and a workload issuer side by side); it turns
 	// off controller-runtime's check that controller names are unique.
@@ -157,7 +160,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 50, 100
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	var logger *logr.Logger
+	if o.Logger.GetSink() != nil {
+		logger = &o.Logger
+	}
+	mopts := ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:        o.HealthAddr,
@@ -173,7 +180,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 				&corev1.Secret{}: {Namespaces: secretNamespaces},
 			},
 		},
-	})
+	}
+	if logger != nil {
+		mopts.Logger = *logger
+	}
+	mgr, err := ctrl.NewManager(cfg, mopts)
 	if err != nil {
 		return fmt.Errorf("creating the controller manager: %w", err)
 	}
@@ -195,8 +206,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if err != nil {
 			return fmt.Errorf("creating the cert-manager client of the issuance endpoint: %w", err)
 		}
-		is.Config.Verifier = s
-		srv, err := endpoint.New(is.Config, cm, mgr.GetClient(), mgr.GetLogger().WithName("issuance"))
+		srv, err := endpoint.New(is.Config, cm, mgr.GetClient(), s, mgr.GetLogger().WithName("issuance"))
 		if err != nil {
 			return err
 		}
@@ -206,7 +216,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 				return err
 			}
 		}
-		if err := mgr.Add(&endpoint.Runnable{Server: srv, Addr: is.ListenAddr, Listener: is.Listener, TLS: tlsCfg}); err != nil {
+		if err := mgr.Add(&endpoint.Runnable{Server: srv, Addr: is.ListenAddr, Listener: is.Listener, TLS: tlsCfg, Informers: mgr.GetCache()}); err != nil {
 			return fmt.Errorf("adding the issuance endpoint: %w", err)
 		}
 	}
@@ -218,6 +228,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			return fmt.Errorf("adding the readiness check: %w", err)
 		}
 	}
+	defer s.Close()
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running the controller manager: %w", err)
 	}

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/issuer/signer"
@@ -55,6 +56,14 @@ type Tuning struct {
 	Workers int
 }
 
+// controllerOptions are the options of one controller.
+func (t Tuning) controllerOptions() controller.Options {
+	return controller.Options{
+		RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, t.MaxBackoff),
+		MaxConcurrentReconciles: max(t.Workers, 1),
+	}
+}
+
 // Setup registers the issuer, CertificateRequest and Secret-following
 // controllers with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning) error {
@@ -67,15 +76,23 @@ func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning)
 		Sign:               s.Sign,
 		EventRecorder:      mgr.GetEventRecorder("relay-issuer"),
 		// ca.crt must be the root (SPEC section 5), so the CA field is set.
-		SetCAOnCertificateRequest: true,
-		ControllerOptions: controller.Options{
-			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, tune.MaxBackoff),
-			MaxConcurrentReconciles: tune.Workers,
-		},
+		SetCAOnCertificateRequest:      true,
 		DisableKubernetesCSRController: true,
+		// issuer-lib v0.11.0's CombinedController hands ControllerOptions to
+		// the issuer controllers only; its CertificateRequest controller is
+		// built with the defaults (one worker, no backoff cap). Every
+		// controller it builds passes through this hook after issuer-lib set
+		// its options and before it is built, so the options are given here,
+		// to each controller, each with its own rate limiter (a shared one
+		// would mix up the failures of a request and an issuer of the same
+		// name).
 		PreSetupWithManager: func(_ context.Context, gvk schema.GroupVersionKind, mgr ctrl.Manager, b *builder.Builder) error {
+			b.WithOptions(tune.controllerOptions())
 			if gvk.Group != relayv1.GroupVersion.Group {
-				return nil // the CertificateRequest controller needs no Secret watch
+				// The CertificateRequest controller needs no Secret watch;
+				// it is woken when a remote signing call it started ends.
+				b.WatchesRawSource(source.Channel(s.RemoteDone(), &handler.EnqueueRequestForObject{}))
+				return nil
 			}
 			b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(
 				issuersForSecret(mgr.GetClient(), gvk.Kind, s.ClusterResourceNamespace)))

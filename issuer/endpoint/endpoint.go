@@ -1,10 +1,15 @@
 // Package endpoint is the issuance endpoint served by relay-issuer in the
 // management cluster (the istio-csr pattern): a remote signing call becomes a
 // CertificateRequest for the CA-mode issuer, annotated with the caller's
-// cluster and identity proof. It checks the cluster and proof first (cheap)
-// and creates nothing for a refused call; the issuer checks them again. The
-// endpoint waits for the request, returns the chain or the issuer's reason,
-// and deletes the request.
+// cluster and identity proof. The endpoint waits for the request, returns the
+// chain or the issuer's reason, and deletes the request.
+//
+// Before it creates anything the endpoint checks the call's shape and its
+// identity proof (through a ProofVerifier, the same check the issuer makes),
+// so a call with a bad proof leaves no trace in the cluster; the issuer still
+// decides again. Limits are kept per verified cluster, and refused calls are
+// counted per source address, so no caller can use up another cluster's
+// budget. Every map and queue the endpoint keeps is bounded.
 package endpoint
 
 import (
@@ -13,6 +18,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -21,6 +27,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
+	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
@@ -28,7 +35,8 @@ import (
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
@@ -57,39 +65,48 @@ type Config struct {
 	// MaxConcurrent bounds calls in progress; more wait for a slot until
 	// their deadline.
 	MaxConcurrent int
-	// RatePerCluster and Burst bound how often one cluster may call.
+	// MaxWaiting bounds calls waiting for a slot; more are refused at once
+	// with Busy.
+	MaxWaiting int
+	// RatePerCluster and Burst bound how often one verified cluster may call.
 	RatePerCluster rate.Limit
 	Burst          int
+	// MaxClusters bounds how many clusters' rate limits are remembered; the
+	// least recently seen is forgotten first. Only clusters whose proof was
+	// verified enter it.
+	MaxClusters int
+	// RefusedRatePerSource and RefusedBurstPerSource bound how many refused
+	// calls (bad shape or bad proof) one source address gets a full answer
+	// for; beyond that its refusals are answered with ResourceExhausted and
+	// not logged. A call with a good proof is never held back by them.
+	RefusedRatePerSource  rate.Limit
+	RefusedBurstPerSource int
+	// MaxSources bounds how many source addresses are remembered.
+	MaxSources int
+	// MaxDuration caps the lifetime a call may ask for; a longer one is
+	// shortened to it (the issuer's maxDuration may shorten it further). A
+	// negative or overflowing duration is refused.
+	MaxDuration time.Duration
 	// KeepRequests leaves the CertificateRequests in place (for debugging).
 	KeepRequests bool
-	// Verifier, when set, checks each call's cluster and identity proof
-	// before anything is created (SPEC section 4: the cheap check first; the
-	// issuer checks again). relay-issuer sets it to its signer.
-	Verifier Verifier
-	// RefusalsPerAddress and RefusalBurst bound how often one caller address
-	// may be refused, so a caller without a valid proof cannot use up the
-	// budget of the cluster it names.
-	RefusalsPerAddress rate.Limit
-	RefusalBurst       int
-}
-
-// Verifier checks that a cluster may enrol with a CSR (DER) and identity
-// proof. It returns a *policy.Refusal for a refused caller.
-type Verifier interface {
-	VerifyIdentity(ctx context.Context, iss relayv1.RelayIssuerObject, cluster string, csrDER []byte, presented string) error
 }
 
 // Defaults for Config fields left zero.
 const (
-	DefaultTimeout        = 30 * time.Second
-	DefaultMaxConcurrent  = 64
-	DefaultRatePerCluster = rate.Limit(0.2)
-	DefaultBurst          = 5
-	// DefaultRefusalsPerAddress and DefaultRefusalBurst: a caller address
-	// may be refused 10 times at once, then once every 10 seconds.
-	DefaultRefusalsPerAddress = rate.Limit(0.1)
-	DefaultRefusalBurst       = 10
+	DefaultTimeout               = 30 * time.Second
+	DefaultMaxConcurrent         = 64
+	DefaultRatePerCluster        = rate.Limit(0.2)
+	DefaultBurst                 = 5
+	DefaultMaxClusters           = 10000
+	DefaultRefusedRatePerSource  = rate.Limit(1)
+	DefaultRefusedBurstPerSource = 20
+	DefaultMaxSources            = 10000
+	DefaultMaxDuration           = 720 * time.Hour
 )
+
+// maxDurationSeconds is the longest duration, in seconds, a time.Duration
+// can hold.
+const maxDurationSeconds = math.MaxInt64 / int64(time.Second)
 
 func (c *Config) complete() error {
 	if c.Namespace == "" || c.IssuerName == "" {
@@ -108,19 +125,39 @@ func (c *Config) complete() error {
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = DefaultMaxConcurrent
 	}
+	if c.MaxWaiting <= 0 {
+		c.MaxWaiting = 4 * c.MaxConcurrent
+	}
 	if c.RatePerCluster <= 0 {
 		c.RatePerCluster = DefaultRatePerCluster
 	}
 	if c.Burst <= 0 {
 		c.Burst = DefaultBurst
 	}
-	if c.RefusalsPerAddress <= 0 {
-		c.RefusalsPerAddress = DefaultRefusalsPerAddress
+	if c.MaxClusters <= 0 {
+		c.MaxClusters = DefaultMaxClusters
 	}
-	if c.RefusalBurst <= 0 {
-		c.RefusalBurst = DefaultRefusalBurst
+	if c.RefusedRatePerSource <= 0 {
+		c.RefusedRatePerSource = DefaultRefusedRatePerSource
+	}
+	if c.RefusedBurstPerSource <= 0 {
+		c.RefusedBurstPerSource = DefaultRefusedBurstPerSource
+	}
+	if c.MaxSources <= 0 {
+		c.MaxSources = DefaultMaxSources
+	}
+	if c.MaxDuration <= 0 {
+		c.MaxDuration = DefaultMaxDuration
 	}
 	return nil
+}
+
+// ProofVerifier checks a call's identity proof for a cluster and a CSR (DER)
+// against the target issuer, the way the issuer itself will check it. A bad
+// proof returns a *policy.Refusal; any other error means the check could not
+// be made (the caller retries). The signer implements it.
+type ProofVerifier interface {
+	VerifyProof(ctx context.Context, iss issuerapi.Issuer, cluster string, csrDER []byte, presented string) error
 }
 
 // Server implements issuance.Server.
@@ -128,86 +165,91 @@ type Server struct {
 	cfg     Config
 	cm      cmclient.Interface
 	issuers client.Reader
+	verify  ProofVerifier
 	log     logr.Logger
 	slots   chan struct{}
+	waiting chan struct{}
+	events  *requestEvents
 
-	mu       sync.Mutex
-	limiters map[string]*limiter
-	refusals map[string]*limiter
-}
-
-type limiter struct {
-	lim      *rate.Limiter
-	lastSeen time.Time
+	// clusters and sources hold *rate.Limiter values; each is bounded and
+	// safe for concurrent use.
+	clusters *lru.Cache
+	sources  *lru.Cache
+	mu       sync.Mutex // serialises get-or-create in the caches
 }
 
 var _ issuance.Server = (*Server)(nil)
 
-// New returns an endpoint that creates CertificateRequests with cm and reads
-// its target issuer with issuers.
-func New(cfg Config, cm cmclient.Interface, issuers client.Reader, log logr.Logger) (*Server, error) {
+// New returns an endpoint that creates CertificateRequests with cm, reads its
+// target issuer with issuers and checks proofs with verify.
+func New(cfg Config, cm cmclient.Interface, issuers client.Reader, verify ProofVerifier, log logr.Logger) (*Server, error) {
 	if err := cfg.complete(); err != nil {
 		return nil, err
 	}
+	if verify == nil {
+		return nil, errors.New("the issuance endpoint needs a proof verifier")
+	}
 	return &Server{
-		cfg: cfg, cm: cm, issuers: issuers, log: log,
+		cfg: cfg, cm: cm, issuers: issuers, verify: verify, log: log,
 		slots:    make(chan struct{}, cfg.MaxConcurrent),
-		limiters: map[string]*limiter{},
-		refusals: map[string]*limiter{},
+		waiting:  make(chan struct{}, cfg.MaxWaiting),
+		events:   newRequestEvents(),
+		clusters: lru.New(cfg.MaxClusters),
+		sources:  lru.New(cfg.MaxSources),
 	}, nil
 }
 
-// allow takes one token from the cluster's bucket.
-func (s *Server) allow(cluster string, now time.Time) bool {
-	return s.take(s.limiters, cluster, s.cfg.RatePerCluster, s.cfg.Burst, now, 1)
-}
-
-// refusalsLeft reports whether addr may still be refused (without taking).
-func (s *Server) refusalsLeft(addr string, now time.Time) bool {
-	return s.take(s.refusals, addr, s.cfg.RefusalsPerAddress, s.cfg.RefusalBurst, now, 0)
-}
-
-// refusedFrom charges one refusal to addr.
-func (s *Server) refusedFrom(addr string, now time.Time) {
-	s.take(s.refusals, addr, s.cfg.RefusalsPerAddress, s.cfg.RefusalBurst, now, 1)
-}
-
-func (s *Server) take(m map[string]*limiter, key string, r rate.Limit, burst int, now time.Time, n int) bool {
+// limiter returns the bucket of key in c, creating it when missing.
+func (s *Server) limiter(c *lru.Cache, key string, r rate.Limit, burst int) *rate.Limiter {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(m) > 10000 { // forget keys idle for a while
-		for k, l := range m {
-			if now.Sub(l.lastSeen) > 10*time.Minute {
-				delete(m, k)
-			}
-		}
+	if v, ok := c.Get(key); ok {
+		return v.(*rate.Limiter)
 	}
-	l, ok := m[key]
-	if !ok {
-		l = &limiter{lim: rate.NewLimiter(r, burst)}
-		m[key] = l
-	}
-	l.lastSeen = now
-	if n == 0 {
-		return l.lim.TokensAt(now) >= 1
-	}
-	return l.lim.AllowN(now, n)
+	l := rate.NewLimiter(r, burst)
+	c.Add(key, l)
+	return l
 }
 
-// callerAddress is the caller's IP (no port), the key of refusal limits.
-func callerAddress(ctx context.Context) string {
+// allow takes one token from a verified cluster's bucket.
+func (s *Server) allow(cluster string, now time.Time) bool {
+	return s.limiter(s.clusters, cluster, s.cfg.RatePerCluster, s.cfg.Burst).AllowN(now, 1)
+}
+
+// sourceOf is the caller's IP address, the key of its refusal budget.
+func sourceOf(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
 		return "unknown"
 	}
-	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
-		return host
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
 	}
-	return p.Addr.String()
+	return host
+}
+
+// refuse answers a refused call. Within the source's refusal budget the
+// caller gets the refusal and it is logged; beyond it the caller is told to
+// slow down and nothing is logged, so a flood cannot fill the logs.
+func (s *Server) refuse(source, cluster string, now time.Time, err error) error {
+	if !s.limiter(s.sources, source, s.cfg.RefusedRatePerSource, s.cfg.RefusedBurstPerSource).AllowN(now, 1) {
+		return issuance.Refusal(codes.ResourceExhausted, "TooManyRefusals",
+			fmt.Sprintf("too many refused calls from %s (more than %.2g per second, burst %d); retry later", source, float64(s.cfg.RefusedRatePerSource), s.cfg.RefusedBurstPerSource))
+	}
+	s.log.Info("enrollment refused", "cluster", cluster, "source", source, "reason", issuance.ReasonOf(err), "message", status.Convert(err).Message())
+	return err
+}
+
+// checked is a call whose shape is valid.
+type checked struct {
+	der      []byte
+	usages   []cmapi.KeyUsage
+	duration time.Duration // zero: the issuer's default
 }
 
 // validate checks a request's shape; the issuer checks what it means.
-func validate(req *issuance.SignRequest) ([]cmapi.KeyUsage, error) {
+func (s *Server) validate(req *issuance.SignRequest) (*checked, error) {
 	if err := proof.ValidateCluster(req.Cluster); err != nil {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidCluster, err.Error())
 	}
@@ -224,17 +266,23 @@ func validate(req *issuance.SignRequest) ([]cmapi.KeyUsage, error) {
 	if len(req.Proof) > 128 {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidIdentityProof, "the identity proof is too long to be an HMAC-SHA256")
 	}
-	if req.DurationSeconds < 0 {
-		return nil, issuance.Refusal(codes.InvalidArgument, "InvalidDuration", "durationSeconds must not be negative")
+	c := &checked{der: block.Bytes}
+	switch {
+	case req.DurationSeconds < 0:
+		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidDuration, fmt.Sprintf("durationSeconds must not be negative, got %d", req.DurationSeconds))
+	case req.DurationSeconds > maxDurationSeconds:
+		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidDuration, fmt.Sprintf("durationSeconds %d is too large to be a duration (at most %d)", req.DurationSeconds, maxDurationSeconds))
+	case req.DurationSeconds > 0:
+		c.duration = min(time.Duration(req.DurationSeconds)*time.Second, s.cfg.MaxDuration)
 	}
 	if len(req.Usages) > 16 {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidCSR, "too many usages")
 	}
-	usages := make([]cmapi.KeyUsage, 0, len(req.Usages))
+	c.usages = make([]cmapi.KeyUsage, 0, len(req.Usages))
 	for _, u := range req.Usages {
-		usages = append(usages, cmapi.KeyUsage(u))
+		c.usages = append(c.usages, cmapi.KeyUsage(u))
 	}
-	return usages, nil
+	return c, nil
 }
 
 // Sign handles one enrollment or renewal call and counts its outcome.
@@ -244,56 +292,68 @@ func (s *Server) Sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 	return resp, err
 }
 
+// admit decides, before anything is created, whether a call may proceed: its
+// shape, the target issuer, the identity proof, then the verified cluster's
+// rate limit.
+func (s *Server) admit(ctx context.Context, req *issuance.SignRequest, now time.Time) (*checked, error) {
+	source := sourceOf(ctx)
+	c, err := s.validate(req)
+	if err != nil {
+		return nil, s.refuse(source, req.Cluster, now, err)
+	}
+	iss, err := s.issuer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.verify.VerifyProof(ctx, iss, req.Cluster, c.der, req.Proof); err != nil {
+		var r *policy.Refusal
+		if !errors.As(err, &r) {
+			s.log.Error(err, "checking an identity proof", "cluster", req.Cluster)
+			return nil, issuance.Refusal(codes.Unavailable, "", "the management cluster cannot check identity proofs right now; retry later")
+		}
+		return nil, s.refuse(source, req.Cluster, now, issuance.Refusal(codes.PermissionDenied, r.Reason, r.Message))
+	}
+	if !s.allow(req.Cluster, now) {
+		s.log.Info("enrollment rate limited", "cluster", req.Cluster)
+		return nil, issuance.Refusal(codes.ResourceExhausted, "RateLimited",
+			fmt.Sprintf("cluster %q is calling more often than %.2g times per second (burst %d); retry later", req.Cluster, float64(s.cfg.RatePerCluster), s.cfg.Burst))
+	}
+	return c, nil
+}
+
 func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance.SignResponse, error) {
 	start := time.Now()
-	usages, err := validate(req)
+	c, err := s.admit(ctx, req, start)
 	if err != nil {
 		return nil, err
 	}
 	log := s.log.WithValues("cluster", req.Cluster)
-	addr := callerAddress(ctx)
-	if !s.refusalsLeft(addr, start) {
-		log.Info("enrollment refused: the caller's address was refused too often", "address", addr)
-		return nil, issuance.Refusal(codes.ResourceExhausted, "TooManyRefusals",
-			fmt.Sprintf("calls from %s were refused too often; retry later", addr))
-	}
-	iss, err := s.checkIssuer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if s.cfg.Verifier != nil {
-		block, _ := pem.Decode(req.CSR)
-		if err := s.cfg.Verifier.VerifyIdentity(ctx, iss, req.Cluster, block.Bytes, req.Proof); err != nil {
-			var r *policy.Refusal
-			if !errors.As(err, &r) {
-				log.Error(err, "checking the identity proof")
-				return nil, issuance.Refusal(codes.Unavailable, "", "the management cluster could not check the identity proof; retry later")
-			}
-			s.refusedFrom(addr, start)
-			metrics.Requests.WithLabelValues("refused", r.Reason).Inc()
-			log.Info("enrollment refused before a request was made", "reason", r.Reason, "address", addr)
-			return nil, issuance.Refusal(codes.PermissionDenied, r.Reason, r.Message)
-		}
-	}
-	if !s.allow(req.Cluster, start) {
-		log.Info("enrollment rate limited")
-		return nil, issuance.Refusal(codes.ResourceExhausted, "RateLimited",
-			fmt.Sprintf("cluster %q is calling more often than %.2g times per second (burst %d); retry later", req.Cluster, float64(s.cfg.RatePerCluster), s.cfg.Burst))
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	select {
+	case s.waiting <- struct{}{}:
+	default:
+		return nil, issuance.Refusal(codes.ResourceExhausted, "Busy", fmt.Sprintf("%d calls are already waiting for one of %d enrollment slots; retry later", s.cfg.MaxWaiting, s.cfg.MaxConcurrent))
+	}
+	select {
 	case s.slots <- struct{}{}:
+		<-s.waiting
 		defer func() { <-s.slots }()
 	case <-ctx.Done():
+		<-s.waiting
 		return nil, issuance.Refusal(codes.ResourceExhausted, "Busy", fmt.Sprintf("no free enrollment slot within %s (%d calls in progress); retry later", s.cfg.Timeout, s.cfg.MaxConcurrent))
 	}
 
+	// The name is chosen here, not by the API server, so the call can
+	// subscribe to the request's events before the request exists.
+	name := "relay-enroll-" + req.Cluster + "-" + utilrand.String(8)
+	events, unsubscribe := s.events.subscribe(s.cfg.Namespace, name)
+	defer unsubscribe()
 	cr := &cmapi.CertificateRequest{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "relay-enroll-" + req.Cluster + "-",
-			Namespace:    s.cfg.Namespace,
-			Labels:       map[string]string{LabelEnrollment: "true", LabelCluster: req.Cluster},
+			Name:      name,
+			Namespace: s.cfg.Namespace,
+			Labels:    map[string]string{LabelEnrollment: "true", LabelCluster: req.Cluster},
 			Annotations: map[string]string{
 				relayv1.ClusterAnnotation:       req.Cluster,
 				relayv1.IdentityProofAnnotation: req.Proof,
@@ -301,13 +361,13 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 		},
 		Spec: cmapi.CertificateRequestSpec{
 			Request:   req.CSR,
-			Usages:    usages,
+			Usages:    c.usages,
 			IsCA:      req.IsCA,
 			IssuerRef: cmmeta.IssuerReference{Group: relayv1.GroupVersion.Group, Kind: s.cfg.IssuerKind, Name: s.cfg.IssuerName},
 		},
 	}
-	if req.DurationSeconds > 0 {
-		cr.Spec.Duration = &metav1.Duration{Duration: time.Duration(req.DurationSeconds) * time.Second}
+	if c.duration > 0 {
+		cr.Spec.Duration = &metav1.Duration{Duration: c.duration}
 	}
 	crs := s.cm.CertmanagerV1().CertificateRequests(s.cfg.Namespace)
 	created, err := crs.Create(ctx, cr, metav1.CreateOptions{FieldManager: "relay-issuer-endpoint"})
@@ -323,7 +383,7 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 		defer s.remove(created, log)
 	}
 
-	resp, err := s.wait(ctx, created)
+	resp, err := s.wait(ctx, created, events)
 	log.Info("enrollment finished", "signed", err == nil, "reason", issuance.ReasonOf(err), "duration", time.Since(start).Round(time.Millisecond).String())
 	return resp, err
 }
@@ -341,9 +401,10 @@ func enrollmentResult(err error) string {
 	}
 }
 
-// checkIssuer refuses to forward to an issuer that does not require proofs:
-// such an issuer would sign anything anyone on the network sends.
-func (s *Server) checkIssuer(ctx context.Context) (relayv1.RelayIssuerObject, error) {
+// issuer reads the target issuer and refuses to forward to one that does not
+// require proofs: such an issuer would sign anything anyone on the network
+// sends.
+func (s *Server) issuer(ctx context.Context) (issuerapi.Issuer, error) {
 	var obj relayv1.RelayIssuerObject
 	key := client.ObjectKey{Name: s.cfg.IssuerName}
 	if s.cfg.IssuerKind == "RelayIssuer" {
@@ -365,63 +426,23 @@ func (s *Server) checkIssuer(ctx context.Context) (relayv1.RelayIssuerObject, er
 	return obj, nil
 }
 
-// wait watches the request by name from the version it was created at, so
-// no update between creation and the watch is missed.
-func (s *Server) wait(ctx context.Context, cr *cmapi.CertificateRequest) (*issuance.SignResponse, error) {
-	crs := s.cm.CertmanagerV1().CertificateRequests(cr.Namespace)
+// wait follows the request through the shared informer until it is
+// signed, refused or denied.
+func (s *Server) wait(ctx context.Context, cr *cmapi.CertificateRequest, events <-chan requestEvent) (*issuance.SignResponse, error) {
 	last := cr
 	for {
 		if resp, err, done := outcome(last); done {
 			return resp, err
 		}
-		w, err := crs.Watch(ctx, metav1.ListOptions{
-			FieldSelector:   "metadata.name=" + cr.Name,
-			ResourceVersion: last.ResourceVersion,
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, s.timeout(last)
+		select {
+		case <-ctx.Done():
+			return nil, s.timeout(last)
+		case ev := <-events:
+			if ev.deleted {
+				return nil, issuance.Refusal(codes.Aborted, "RequestDeleted", "the management CertificateRequest was deleted before it was signed; retry")
 			}
-			// The version may be too old to watch from: read it again.
-			cur, gerr := crs.Get(ctx, cr.Name, metav1.GetOptions{})
-			if gerr != nil {
-				if ctx.Err() != nil {
-					return nil, s.timeout(last)
-				}
-				return nil, issuance.Refusal(codes.Unavailable, "", "lost track of the management CertificateRequest; retry later")
-			}
-			last = cur
-			continue
+			last = ev.cr
 		}
-		closed := false
-		for !closed {
-			select {
-			case <-ctx.Done():
-				w.Stop()
-				return nil, s.timeout(last)
-			case ev, ok := <-w.ResultChan():
-				if !ok {
-					closed = true
-					break
-				}
-				switch ev.Type {
-				case watch.Added, watch.Modified:
-					if cur, ok := ev.Object.(*cmapi.CertificateRequest); ok {
-						last = cur
-						if resp, err, done := outcome(last); done {
-							w.Stop()
-							return resp, err
-						}
-					}
-				case watch.Deleted:
-					w.Stop()
-					return nil, issuance.Refusal(codes.Aborted, "RequestDeleted", "the management CertificateRequest was deleted before it was signed; retry")
-				case watch.Error:
-					closed = true
-				}
-			}
-		}
-		w.Stop()
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/relaytls/relaytls/issuer/issuance"
 )
@@ -29,6 +30,9 @@ type Runnable struct {
 	TLS *tls.Config
 	// GracePeriod is how long calls in progress may finish on shutdown.
 	GracePeriod time.Duration
+	// Informers gives the shared CertificateRequest informer the calls wait
+	// on (the manager's cache).
+	Informers cache.Informers
 }
 
 // NeedLeaderElection reports false: every replica serves.
@@ -38,6 +42,12 @@ func (r *Runnable) NeedLeaderElection() bool { return false }
 func (r *Runnable) Start(ctx context.Context) error {
 	if r.TLS == nil {
 		return errors.New("the issuance endpoint needs a TLS serving certificate")
+	}
+	if r.Informers == nil {
+		return errors.New("the issuance endpoint needs an informer source for CertificateRequests")
+	}
+	if err := r.Server.events.start(ctx, r.Informers); err != nil {
+		return err
 	}
 	lis := r.Listener
 	if lis == nil {

@@ -64,6 +64,7 @@ const (
 	ReasonCARequested          = "CARequested"
 	ReasonForbiddenUsage       = "ForbiddenUsage"
 	ReasonMissingClientAuth    = "MissingClientAuthUsage"
+	ReasonInvalidDuration      = "InvalidDuration"
 	// ReasonClusterRevoked: the cluster's RelayCluster has spec.revoked.
 	ReasonClusterRevoked = "ClusterRevoked"
 	// ReasonClusterNotRegistered: the issuer requires registration and the

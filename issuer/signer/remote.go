@@ -2,7 +2,6 @@ package signer
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -15,9 +14,9 @@ import (
 	"github.com/cert-manager/issuer-lib/controllers/signer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/types"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
@@ -36,8 +35,9 @@ const ReasonRefusedByManagement = "RefusedByManagement"
 
 // remoteMaterial is what a remote issuer needs from its Secrets.
 type remoteMaterial struct {
-	roots *x509.CertPool
-	token proof.Token
+	roots        *x509.CertPool
+	bundleDigest [32]byte
+	token        proof.Token
 }
 
 func (s *Signer) loadRemote(ctx context.Context, ns string, spec *relayv1.RemoteIssuerSpec) (*remoteMaterial, error) {
@@ -70,7 +70,7 @@ func (s *Signer) loadRemote(ctx context.Context, ns string, spec *relayv1.Remote
 	if err != nil {
 		return nil, err
 	}
-	return &remoteMaterial{roots: pool, token: tok}, nil
+	return &remoteMaterial{roots: pool, bundleDigest: bundleDigest(cas), token: tok}, nil
 }
 
 func serverName(spec *relayv1.RemoteIssuerSpec) string {
@@ -84,33 +84,19 @@ func serverName(spec *relayv1.RemoteIssuerSpec) string {
 	return host
 }
 
-func dial(spec *relayv1.RemoteIssuerSpec, m *remoteMaterial) (*grpc.ClientConn, error) {
-	creds := credentials.NewTLS(&tls.Config{
-		RootCAs:    m.roots,
-		ServerName: serverName(spec),
-		MinVersion: tls.VersionTLS12,
-	})
-	cc, err := grpc.NewClient(spec.Endpoint, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		return nil, fmt.Errorf("issuance endpoint %q: %w", spec.Endpoint, err)
-	}
-	return cc, nil
-}
-
 // checkRemote verifies the Secrets and that the endpoint answers over TLS
 // with a certificate the trust bundle verifies for the expected name. An
 // unreachable endpoint makes the issuer not Ready with a message saying so;
 // it is checked again with backoff and whenever a Secret changes.
-func (s *Signer) checkRemote(ctx context.Context, ns string, spec *relayv1.RemoteIssuerSpec) error {
+func (s *Signer) checkRemote(ctx context.Context, issuer types.NamespacedName, ns string, spec *relayv1.RemoteIssuerSpec) error {
 	m, err := s.loadRemote(ctx, ns, spec)
 	if err != nil {
 		return err
 	}
-	cc, err := dial(spec, m)
+	cc, err := s.conn(issuer, spec, m)
 	if err != nil {
 		return err
 	}
-	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: issuance.ServiceName}, grpc.WaitForReady(true))
@@ -123,10 +109,13 @@ func (s *Signer) checkRemote(ctx context.Context, ns string, spec *relayv1.Remot
 	return nil
 }
 
-// signRemote proves the relay identity for the CSR and forwards it. A
-// refusal by the management cluster fails the request with the management
-// issuer's reason; an unreachable or busy endpoint is retried.
-func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObject, ns string, spec *relayv1.RemoteIssuerSpec) (signer.PEMBundle, error) {
+// signRemote proves the relay identity for the CSR and forwards it. The call
+// runs in the background: the reconcile that starts it returns at once
+// (Pending), and the one woken when it finishes collects the answer, so no
+// worker waits for the management cluster. A refusal by the management
+// cluster fails the request with the management issuer's reason; an
+// unreachable or busy endpoint is retried.
+func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObject, issuer types.NamespacedName, ns string, spec *relayv1.RemoteIssuerSpec) (signer.PEMBundle, error) {
 	m, err := s.loadRemote(ctx, ns, spec)
 	if err != nil {
 		return signer.PEMBundle{}, signer.IssuerError{Err: err}
@@ -151,14 +140,25 @@ func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObj
 		DurationSeconds: int64(details.Duration / time.Second),
 		IsCA:            details.IsCA,
 	}
-	cc, err := dial(spec, m)
+	cc, err := s.conn(issuer, spec, m)
 	if err != nil {
 		return signer.PEMBundle{}, signer.IssuerError{Err: err}
 	}
-	defer cc.Close()
-	callCtx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
-	defer cancel()
-	resp, err := issuance.NewClient(cc).Sign(callCtx, req)
+	res := s.call(cr, cc, req)
+	switch {
+	case res.full:
+		return signer.PEMBundle{}, signer.PendingError{
+			Err:          fmt.Errorf("%d remote signing calls are already in flight; waiting for a free one", s.maxRemoteCalls()),
+			RequeueAfter: retryAfter(time.Since(cr.GetCreationTimestamp().Time)),
+		}
+	case res.inFlight:
+		// Woken by RemoteDone when the call ends; the requeue is a fallback.
+		return signer.PEMBundle{}, signer.PendingError{
+			Err:          fmt.Errorf("forwarded to the issuance endpoint %s; waiting for the management cluster", spec.Endpoint),
+			RequeueAfter: RemoteCallTimeout / 3,
+		}
+	}
+	resp, err := res.resp, res.err
 	if err == nil {
 		metrics.Requests.WithLabelValues("signed", "").Inc()
 		return signer.PEMBundle{ChainPEM: resp.Certificate, CAPEM: resp.CA}, nil

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -25,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -58,6 +60,12 @@ type Signer struct {
 	SecretNamespaces []string
 	// Clock is the time source for validity checks and certificate dates.
 	Clock clock.PassiveClock
+	// MaxRemoteCalls bounds the remote signing calls in flight at once
+	// (DefaultMaxRemoteCalls when zero); more requests wait their turn.
+	MaxRemoteCalls int
+
+	remoteOnce sync.Once
+	remote     *remoteState
 }
 
 // SecretNamespace is where an issuer's Secrets live.
@@ -142,7 +150,7 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 	}
 	ns := SecretNamespace(iss, s.ClusterResourceNamespace)
 	if full.Remote != nil {
-		return s.checkRemote(ctx, ns, full.Remote)
+		return s.checkRemote(ctx, types.NamespacedName{Namespace: iss.GetNamespace(), Name: iss.GetName()}, ns, full.Remote)
 	}
 	spec := full.CA
 	if spec.TokenSecretRef != nil && spec.GenerateToken {
@@ -221,7 +229,7 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	}
 	ns := SecretNamespace(iss, s.ClusterResourceNamespace)
 	if full.Remote != nil {
-		return s.signRemote(ctx, cr, ns, full.Remote)
+		return s.signRemote(ctx, cr, types.NamespacedName{Namespace: iss.GetNamespace(), Name: iss.GetName()}, ns, full.Remote)
 	}
 	spec := full.CA
 
@@ -286,6 +294,12 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 	if spec.MaxDuration != nil && spec.MaxDuration.Duration > 0 {
 		maxDuration = spec.MaxDuration.Duration
 	}
+	// A request's duration is positive (cert-manager defaults a missing one);
+	// a non-positive one is refused, never wrapped into a date in the past.
+	if details.Duration <= 0 {
+		return signer.PEMBundle{}, nil, refused(&policy.Refusal{Reason: policy.ReasonInvalidDuration,
+			Message: fmt.Sprintf("the requested duration %s is not positive", details.Duration)})
+	}
 	duration := min(details.Duration, maxDuration)
 	now := s.now()
 	// The template is built from the checked fields alone; nothing of the CSR
@@ -303,6 +317,11 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 	}
 	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
 		tmpl.NotAfter = ca.Cert.NotAfter
+	}
+	if !tmpl.NotAfter.After(tmpl.NotBefore) {
+		return signer.PEMBundle{}, nil, refused(&policy.Refusal{Reason: policy.ReasonInvalidDuration,
+			Message: fmt.Sprintf("the certificate would not be valid for any time: it would start at %s and end at %s (the signing CA expires at %s)",
+				tmpl.NotBefore.UTC().Format(time.RFC3339), tmpl.NotAfter.UTC().Format(time.RFC3339), ca.Cert.NotAfter.UTC().Format(time.RFC3339))})
 	}
 	// cert-manager's check that usages embedded in the CSR agree with the
 	// request's; it compares what the CSR encodes (put on the template first)

@@ -103,7 +103,10 @@ type relayConn struct {
 	retired      atomic.Bool
 	closeOnce    sync.Once
 	serverSerial atomic.Pointer[string]
-	lastErr      atomic.Pointer[string]
+	// resumable: the server said in its hello that it keeps resumable
+	// tunnels, so a tunnel opens in one round trip.
+	resumable atomic.Bool
+	lastErr   atomic.Pointer[string]
 }
 
 // New builds an agent and starts connecting to the server.
@@ -181,7 +184,7 @@ func (a *Agent) dial() (*relayConn, error) {
 		grpc.WithIdleTimeout(0),
 		grpc.WithInitialWindowSize(windowSize),
 		grpc.WithInitialConnWindowSize(4*windowSize),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(frame.Codec{})),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("relay client for %s: %w", a.cfg.ServerAddr, err)
@@ -337,6 +340,7 @@ func (a *Agent) hello(rc *relayConn) error {
 	if f.Kind != frame.KindHello {
 		return fmt.Errorf("the server answered hello with a %s frame", f.Kind)
 	}
+	rc.resumable.Store(f.Flags&frame.FlagResumable != 0)
 	p, _ := peer.FromContext(s.Context())
 	if p == nil {
 		return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -52,9 +53,19 @@ func (a *Agent) moveTunnels(old *relayConn) {
 
 // runResumable carries local over a resumable tunnel whose first stream is
 // open on rc, resuming it after every loss of its stream.
+// id is nil when the open was sent without waiting for the answer: the
+// session takes the ID from the server's Open frame.
 func (a *Agent) runResumable(local net.Conn, rc *relayConn, stream grpc.ClientStream, cancel context.CancelFunc, id []byte) {
 	m := a.cfg.Metrics
-	sess := resume.New(local, resume.Options{Limit: a.cfg.ResumeBuffer, OnBuffered: func(d int) { m.Buffered.Add(float64(d)) }})
+	var tunnelID atomic.Pointer[[]byte]
+	if id != nil {
+		tunnelID.Store(&id)
+	}
+	o := resume.Options{Limit: a.cfg.ResumeBuffer, OnBuffered: func(d int) { m.Buffered.Add(float64(d)) }}
+	if id == nil {
+		o.OnOpen = func(id []byte) { tunnelID.CompareAndSwap(nil, &id) }
+	}
+	sess := resume.New(local, o)
 	t := &tunnel{rc: rc, move: make(chan struct{})}
 	a.mu.Lock()
 	a.live[t] = struct{}{}
@@ -84,11 +95,21 @@ func (a *Agent) runResumable(local net.Conn, rc *relayConn, stream grpc.ClientSt
 			a.cfg.Log.Warn("tunnel aborted", "conn", rc.id, "reason", ab.Reason, "by_server", ab.ByPeer)
 			break
 		}
+		idp := tunnelID.Load()
+		if idp == nil || len(*idp) == 0 {
+			// The server never confirmed the tunnel (its upstream may be
+			// down): nothing to resume.
+			result = "open_failed"
+			reason := message(err)
+			a.cfg.Log.Warn("tunnel refused", "conn", rc.id, "error", reason)
+			sess.Abort("the relay did not open the tunnel: "+reason, false)
+			break
+		}
 		if !errors.Is(err, resume.ErrDetached) && a.ctx.Err() == nil {
 			a.cfg.Log.Info("tunnel lost its stream; resuming", "conn", rc.id, "error", message(err))
 		}
 		var rerr error
-		rc, stream, cancel, mv, gen, from, rerr = a.resumeTunnel(t, sess, id)
+		rc, stream, cancel, mv, gen, from, rerr = a.resumeTunnel(t, sess, *idp)
 		if rerr != nil {
 			result = "resume_failed"
 			reason := message(rerr)

@@ -21,6 +21,20 @@ func closeWrite(c net.Conn) {
 	_ = c.Close()
 }
 
+// drainWait is how long a local connection that is being closed is still
+// read, so that its close is a FIN and not a reset.
+const drainWait = 2 * time.Second
+
+// closeClean ends local with a FIN: what the client still sends is read
+// and dropped for up to drainWait (until it closes its side), because
+// closing a socket with unread bytes sends a reset instead.
+func closeClean(local net.Conn) {
+	closeWrite(local)
+	_ = local.SetReadDeadline(time.Now().Add(drainWait))
+	_, _ = io.Copy(io.Discard, local)
+	_ = local.Close()
+}
+
 // handle carries one local connection as a tunnel.
 func (a *Agent) handle(local net.Conn) {
 	rc := a.pick()
@@ -29,7 +43,7 @@ func (a *Agent) handle(local net.Conn) {
 		if !handedOff {
 			// A resumable tunnel's session releases rc and closes local.
 			a.release(rc)
-			local.Close()
+			closeClean(local)
 		}
 	}()
 
@@ -46,6 +60,14 @@ func (a *Agent) handle(local net.Conn) {
 		if err != nil {
 			err = recvErr(stream, err)
 		}
+	}
+	if err == nil && a.cfg.ResumeWindow > 0 && rc.resumable.Load() {
+		// One round trip: the first bytes follow the open at once; the
+		// server's answer (the tunnel ID) arrives on the stream.
+		openTimer.Stop()
+		handedOff = true // runResumable releases rc
+		a.runResumable(local, rc, stream, cancel, nil)
+		return
 	}
 	var f frame.Frame
 	if err == nil {
@@ -108,7 +130,9 @@ func (a *Agent) handle(local net.Conn) {
 		}
 		switch f.Kind {
 		case frame.KindData:
-			if _, err := local.Write(f.Payload); err != nil {
+			_, err := local.Write(f.Payload)
+			f.Release()
+			if err != nil {
 				result = "local_error"
 				cancel()
 			}
@@ -121,7 +145,10 @@ func (a *Agent) handle(local net.Conn) {
 	}
 	if result != "ok" {
 		cancel()
-		_ = local.Close()
+		// The reader below stops at the deadline; the deferred
+		// closeClean finishes with a FIN.
+		closeWrite(local)
+		_ = local.SetReadDeadline(time.Now().Add(drainWait))
 	}
 	<-upDone
 	a.cfg.Metrics.Tunnels.WithLabelValues(result).Inc()

@@ -35,6 +35,9 @@ const (
 	OpSink = 'S'
 	// OpEcho echoes every byte back.
 	OpEcho = 'E'
+	// OpCount reads an 8-byte count, then that many bytes, then writes the
+	// count back: a sink for proxies that do not carry a half-close.
+	OpCount = 'N'
 )
 
 // ServeUpstream handles one upstream connection.
@@ -49,6 +52,15 @@ func ServeUpstream(c net.Conn) {
 	case OpSink:
 		n, _ := io.Copy(io.Discard, br)
 		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], uint64(n))
+		_, _ = c.Write(b[:])
+	case OpCount:
+		var b [8]byte
+		if _, err := io.ReadFull(br, b[:]); err != nil {
+			return
+		}
+		want := int64(binary.BigEndian.Uint64(b[:]))
+		n, _ := io.CopyN(io.Discard, br, want)
 		binary.BigEndian.PutUint64(b[:], uint64(n))
 		_, _ = c.Write(b[:])
 	case OpEcho:
@@ -268,13 +280,6 @@ func (s *Setup) Sidecar() (net.Conn, error) { return net.Dial("tcp", s.AgentLoca
 // Resumable dials the local listener of the sidecars with resume on.
 func (s *Setup) Resumable() (net.Conn, error) { return net.Dial("tcp", s.ResumeLocal) }
 
-func closeWrite(c net.Conn) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.New("connection cannot half-close")
-}
-
 // Throughput sends bytesPer bytes on each of streams connections at once and
 // returns the total rate in bytes per second.
 func Throughput(dial Dialer, streams int, bytesPer int64) (float64, error) {
@@ -305,10 +310,13 @@ func Throughput(dial Dialer, streams int, bytesPer int64) (float64, error) {
 	return float64(bytesPer*int64(streams)) / elapsed.Seconds(), nil
 }
 
+// sink sends n counted bytes (OpCount: no half-close needed, as some
+// proxies close both directions when one ends) and waits for the count.
 func sink(c net.Conn, n int64) error {
 	buf := make([]byte, 32<<10)
-	buf[0] = OpSink
-	if _, err := c.Write(buf[:1]); err != nil {
+	buf[0] = OpCount
+	binary.BigEndian.PutUint64(buf[1:9], uint64(n))
+	if _, err := c.Write(buf[:9]); err != nil {
 		return err
 	}
 	for left := n; left > 0; {
@@ -317,9 +325,6 @@ func sink(c net.Conn, n int64) error {
 			return err
 		}
 		left -= k
-	}
-	if err := closeWrite(c); err != nil {
-		return err
 	}
 	var b [8]byte
 	if _, err := io.ReadFull(c, b[:]); err != nil {

@@ -31,6 +31,11 @@ type Config struct {
 	ProxyProtocol      bool
 	KeepaliveMinTime   time.Duration
 	ServerPingInterval time.Duration
+	// Bounds (server role).
+	MaxStreamsPerConn    int
+	MaxTunnelsPerCluster int
+	MaxUnackedPerCluster int
+	AuthTimeout          time.Duration
 
 	// TokenScope (server, tls) is per-cluster or shared; ClusterList
 	// (server) is the mounted relay-cluster-list file.
@@ -77,6 +82,10 @@ func Register(fs *flag.FlagSet) *Config {
 	fs.BoolVar(&c.ProxyProtocol, "proxy-protocol", false, "server: prepend a PROXY protocol v2 header naming the verified cluster")
 	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", 5*time.Second, "server: shortest ping interval agents may use (keep it at or below the agents' --keepalive-time)")
 	fs.DurationVar(&c.ServerPingInterval, "server-ping-interval", 30*time.Second, "server: ping idle agents this often")
+	fs.IntVar(&c.MaxStreamsPerConn, "max-streams-per-connection", 512, "server: most concurrent streams (tunnels and hellos) on one agent connection; more are refused with reason too_many_streams")
+	fs.IntVar(&c.MaxTunnelsPerCluster, "max-tunnels-per-cluster", 256, "server: most open tunnels of one cluster over all its connections, counting those waiting for a resume; more are refused with reason too_many_tunnels")
+	fs.IntVar(&c.MaxUnackedPerCluster, "max-unacked-bytes-per-cluster", 16<<20, "server: most unacknowledged bytes held for one cluster's resumable tunnels together; past it their upstreams are not read until the agent acknowledges")
+	fs.DurationVar(&c.AuthTimeout, "auth-timeout", 10*time.Second, "server: a connection must finish its handshake within this time, and then authenticate a stream within this time of being accepted, or it is closed")
 	fs.StringVar(&c.TokenScope, "token-scope", "per-cluster", "server, mode tls: per-cluster (each agent proves itself with its own cluster token, derived from the root token in --token-file) or shared (every agent holds the root token; any holder can claim any cluster)")
 	fs.StringVar(&c.ClusterList, "cluster-list", "", "server: the mounted relay-cluster-list file (clusters.json); revoked clusters are refused and cut within one --reload-poll-interval, in every mode, and token generations enter the cluster tokens")
 	fs.StringVar(&c.ServerAddr, "server-addr", "", "agent: server sidecar address (host:port)")
@@ -145,8 +154,9 @@ func (c *Config) TLSVersion() uint16 {
 }
 
 var (
-	serverOnly = []string{"upstream", "proxy-protocol", "keepalive-min-time", "server-ping-interval", "token-scope", "cluster-list"}
-	agentOnly  = []string{"server-addr", "cluster", "allow-non-loopback-listen", "keepalive-time", "keepalive-timeout", "reconnect-max-delay"}
+	serverOnly = []string{"upstream", "proxy-protocol", "keepalive-min-time", "server-ping-interval",
+		"max-streams-per-connection", "max-tunnels-per-cluster", "max-unacked-bytes-per-cluster", "auth-timeout", "token-scope", "cluster-list"}
+	agentOnly = []string{"server-addr", "cluster", "allow-non-loopback-listen", "keepalive-time", "keepalive-timeout", "reconnect-max-delay"}
 )
 
 // Validate checks the configuration.
@@ -255,6 +265,18 @@ func (c *Config) Validate() error {
 		}
 		if c.KeepaliveMinTime <= 0 {
 			add("--keepalive-min-time must be positive")
+		}
+		if c.MaxStreamsPerConn < 2 {
+			add("--max-streams-per-connection=%d is below 2 (an agent needs a hello and a tunnel)", c.MaxStreamsPerConn)
+		}
+		if c.MaxTunnelsPerCluster < 1 {
+			add("--max-tunnels-per-cluster=%d must be at least 1", c.MaxTunnelsPerCluster)
+		}
+		if c.Resume && c.MaxUnackedPerCluster < c.ResumeBuffer {
+			add("--max-unacked-bytes-per-cluster=%d is below --resume-buffer=%d; one tunnel could not fill its own buffer", c.MaxUnackedPerCluster, c.ResumeBuffer)
+		}
+		if c.AuthTimeout < 100*time.Millisecond {
+			add("--auth-timeout=%s is below 100ms", c.AuthTimeout)
 		}
 	} else {
 		if c.ServerAddr == "" {

@@ -29,6 +29,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"google.golang.org/grpc/mem"
 )
 
 // Version is the frame format version this package writes.
@@ -112,6 +114,46 @@ type Frame struct {
 	// Ack is how many of the peer's bytes the sender has delivered.
 	Ack   uint64
 	Flags uint64
+
+	// Data, when set on a frame to send, is the payload instead of
+	// Payload: the codec hands it to gRPC without a copy, and gRPC frees
+	// the reference when it has written it. The sender gives up one
+	// reference per SendMsg.
+	Data mem.Buffer
+	// held is the received buffer Payload points into (see Release).
+	held mem.Buffer
+}
+
+// Release returns the buffer a received frame's Payload points into to
+// the pool; Payload must not be used afterwards. Without a Release the
+// buffer is simply garbage collected.
+func (f *Frame) Release() {
+	if f.held != nil {
+		f.held.Free()
+		f.held = nil
+	}
+	f.Payload = nil
+}
+
+// header encodes every field but the payload, then the payload's tag and
+// length, so that the payload bytes can follow as they are.
+func (f *Frame) header(payloadLen int) []byte {
+	b := make([]byte, 2, 2+3*(2+binary.MaxVarintLen64)+2+len(f.Reason)+binary.MaxVarintLen64+2+len(f.ID)+binary.MaxVarintLen64+1)
+	b[0], b[1] = Version, byte(f.Kind)
+	if f.Reason != "" {
+		b = appendField(b, tagReason, []byte(f.Reason))
+	}
+	if len(f.ID) > 0 {
+		b = appendField(b, tagID, f.ID)
+	}
+	b = appendUint(b, tagOffset, f.Offset)
+	b = appendUint(b, tagAck, f.Ack)
+	b = appendUint(b, tagFlags, f.Flags)
+	if payloadLen > 0 {
+		b = binary.AppendUvarint(b, tagPayload)
+		b = binary.AppendUvarint(b, uint64(payloadLen))
+	}
+	return b
 }
 
 // Errors returned by Unmarshal.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/mem"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -83,7 +85,66 @@ func TestCodecRejectsOtherTypes(t *testing.T) {
 		t.Fatal("marshal of a string accepted")
 	}
 	var s string
-	if err := (Codec{}).Unmarshal([]byte{1, 2}, &s); err == nil {
+	if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer{1, 2}}, &s); err == nil {
 		t.Fatal("unmarshal into a string accepted")
+	}
+}
+
+// The codec sends a payload given as Data without copying it and gives
+// gRPC the one reference it was handed; a received payload split over
+// several buffers decodes to the same bytes, and Release frees it.
+func TestCodecBufferSlices(t *testing.T) {
+	payload := make([]byte, MaxPayload)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	owner := mem.Copy(payload, Pool())
+	view := owner.Slice(100, len(payload)) // a second reference
+	in := &Frame{Kind: KindData, Offset: 100, Ack: 9, ID: []byte("0123456789abcdef"), Data: view}
+	out, err := Codec{}.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Data != nil {
+		t.Fatal("the codec kept the Data reference it handed to gRPC")
+	}
+	if len(out) != 2 || &out[1].ReadOnlyData()[0] != &owner.ReadOnlyData()[100] {
+		t.Fatal("the payload was copied instead of sent as it is")
+	}
+	wire := out.Materialize()
+	out.Free()
+	owner.Free() // both references gone: back to the pool
+
+	// Received in pieces, as HTTP/2 DATA frames arrive.
+	var pieces mem.BufferSlice
+	for rest := wire; len(rest) > 0; {
+		n := min(len(rest), 5000)
+		pieces = append(pieces, mem.Copy(rest[:n], Pool()))
+		rest = rest[n:]
+	}
+	var got Frame
+	if err := (Codec{}).Unmarshal(pieces, &got); err != nil {
+		t.Fatal(err)
+	}
+	pieces.Free()
+	if got.Kind != KindData || got.Offset != 100 || got.Ack != 9 || string(got.ID) != "0123456789abcdef" ||
+		!bytes.Equal(got.Payload, payload[100:]) {
+		t.Fatalf("decoded %v offset %d ack %d id %q, %d payload bytes", got.Kind, got.Offset, got.Ack, got.ID, len(got.Payload))
+	}
+	got.Release()
+	if got.Payload != nil {
+		t.Fatal("Release left the payload in place")
+	}
+
+	// A plain Payload is copied, so the caller may reuse its buffer.
+	scratch := []byte("reused")
+	out, err = Codec{}.Marshal(&Frame{Kind: KindData, Payload: scratch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(scratch, "XXXXXX")
+	var plain Frame
+	if err := (Codec{}).Unmarshal(out, &plain); err != nil || string(plain.Payload) != "reused" {
+		t.Fatalf("a reused Payload buffer changed what was sent: %q, %v", plain.Payload, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 )
 
 // Service and method names of the tunnel service.
@@ -25,30 +26,60 @@ const (
 )
 
 // Codec is the gRPC codec for *Frame messages. Both roles force it, so no
-// protobuf is involved.
+// protobuf is involved. It works on gRPC's buffer slices: a payload given
+// as Frame.Data is sent without a copy, and a received payload points into
+// the buffer gRPC read it into (one piece) or a pooled copy (several).
 type Codec struct{}
 
-var _ encoding.Codec = Codec{}
+var _ encoding.CodecV2 = Codec{}
+
+// pool is where payload buffers come from and go back to.
+var pool = mem.DefaultBufferPool()
+
+// Pool is the buffer pool of tunnel payloads.
+func Pool() mem.BufferPool { return pool }
 
 // Marshal encodes a *Frame.
-func (Codec) Marshal(v any) ([]byte, error) {
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	f, ok := v.(*Frame)
 	if !ok {
 		return nil, fmt.Errorf("tunnel codec cannot marshal %T", v)
 	}
-	return f.Marshal(), nil
+	switch {
+	case f.Data != nil:
+		d := f.Data
+		f.Data = nil
+		return mem.BufferSlice{mem.SliceBuffer(f.header(d.Len())), d}, nil
+	case len(f.Payload) > 0:
+		// The caller may reuse Payload once SendMsg returns, before gRPC
+		// wrote it: a pooled copy.
+		return mem.BufferSlice{mem.SliceBuffer(f.header(len(f.Payload))), mem.Copy(f.Payload, pool)}, nil
+	}
+	return mem.BufferSlice{mem.SliceBuffer(f.header(0))}, nil
 }
 
-// Unmarshal decodes into a *Frame. The payload is copied because gRPC may
-// reuse the buffer.
-func (Codec) Unmarshal(data []byte, v any) error {
+// Unmarshal decodes into a *Frame. Its Payload stays valid until
+// Frame.Release.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	f, ok := v.(*Frame)
 	if !ok {
 		return fmt.Errorf("tunnel codec cannot unmarshal into %T", v)
 	}
-	buf := make([]byte, len(data))
-	copy(buf, data)
-	return f.Unmarshal(buf)
+	buf := data.MaterializeToBuffer(pool)
+	if err := f.Unmarshal(buf.ReadOnlyData()); err != nil {
+		buf.Free()
+		return err
+	}
+	if len(f.ID) > 0 {
+		f.ID = append([]byte(nil), f.ID...)
+	}
+	if len(f.Payload) == 0 {
+		f.Payload = nil
+		buf.Free()
+		return nil
+	}
+	f.held = buf
+	return nil
 }
 
 // Name is the gRPC content-subtype.

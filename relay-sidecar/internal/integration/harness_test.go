@@ -174,6 +174,9 @@ type envOpts struct {
 	resumeBuffer int
 	// serverResumeOff runs the server with --resume=false.
 	serverResumeOff bool
+	// Server bounds (zero: the defaults).
+	maxStreams, maxTunnels, maxUnacked int
+	authTimeout                        time.Duration
 	// mux puts a raw byte-stream checker (see rawUpstream) beside the
 	// sample app's server on the upstream.
 	mux bool
@@ -218,6 +221,8 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.srvCfg = server.Config{Mode: o.mode, Upstream: e.upAddr, ProxyProtocol: o.proxyProto, Creds: ss.creds,
 		Metrics: ss.metrics, Log: ss.log, ExpiryGrace: o.expiryGrace, PingInterval: o.serverPing, PingTimeout: time.Second,
 		ResumeWindow: o.resume, ResumeBuffer: o.resumeBuffer, Clusters: o.clusters,
+		MaxStreamsPerConn: o.maxStreams, MaxTunnelsPerCluster: o.maxTunnels, MaxUnackedPerCluster: o.maxUnacked,
+		AuthTimeout: o.authTimeout,
 		OnHandshake: func(h server.HandshakeInfo) {
 			e.hsMu.Lock()
 			e.handshakes = append(e.handshakes, h)

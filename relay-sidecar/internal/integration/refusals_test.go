@@ -64,7 +64,7 @@ func rawHello(t *testing.T, addr string, tlsConf *tls.Config, md *mdCreds) error
 		md.secure = true
 	}
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(tc), grpc.WithPerRPCCredentials(md),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(frame.Codec{})))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func relayClient(t *testing.T, e *env, cert tls.Certificate, name string) *grpc.
 	t.Helper()
 	md := &mdCreds{mode: string(access.ModeMTLS), cluster: name, secure: true}
 	cc, err := grpc.NewClient("passthrough:///"+e.srvAddr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(e, cert))),
-		grpc.WithPerRPCCredentials(md), grpc.WithDefaultCallOptions(grpc.ForceCodec(frame.Codec{})))
+		grpc.WithPerRPCCredentials(md), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/mem"
+
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
 )
 
@@ -36,6 +38,13 @@ type Options struct {
 	AckDelay time.Duration
 	// OnBuffered, if set, is told of every change of the buffered bytes.
 	OnBuffered func(delta int)
+	// Budget, if set, is a cap shared with other sessions: reading the
+	// local connection waits while it is spent.
+	Budget *Budget
+	// OnOpen, if set, takes the server's Open frame (with the tunnel ID)
+	// arriving on the first stream: the agent sends its first bytes without
+	// waiting for it. Without OnOpen an Open frame is a protocol error.
+	OnOpen func(id []byte)
 }
 
 // DefaultLimit is the default unacknowledged-bytes limit per direction.
@@ -58,9 +67,19 @@ type Aborted struct {
 
 func (a *Aborted) Error() string { return a.Reason }
 
+// chunk is bytes read from local at offset off: b is the unacknowledged
+// part of buf, a pooled buffer the session holds one reference to.
 type chunk struct {
 	off uint64
 	b   []byte
+	buf mem.Buffer
+}
+
+// data returns a reference to the chunk's bytes from offset from on, for
+// a frame to send.
+func (c *chunk) data(from uint64) mem.Buffer {
+	all := c.buf.Len()
+	return c.buf.Slice(all-len(c.b)+int(from-c.off), all)
 }
 
 // Session is one resumable tunnel's byte stream state.
@@ -131,9 +150,15 @@ func (s *Session) wake() {
 	}
 }
 
+// bigRead is the smallest read kept in its own pooled read buffer; a
+// smaller one is copied into a buffer of its size, so that the memory held
+// is at most about twice the bytes counted.
+const bigRead = frame.MaxPayload / 2
+
 func (s *Session) readLocal() {
-	buf := make([]byte, frame.MaxPayload)
-	defer s.drain(buf)
+	pool := frame.Pool()
+	rb := pool.Get(frame.MaxPayload)
+	defer func() { s.drain(*rb); pool.Put(rb) }()
 	for {
 		s.mu.Lock()
 		for int(s.end-s.base) >= s.o.Limit {
@@ -147,6 +172,16 @@ func (s *Session) readLocal() {
 		}
 		free := s.o.Limit - int(s.end-s.base)
 		s.mu.Unlock()
+		if s.o.Budget != nil {
+			for ch := s.o.Budget.wait(); ch != nil; ch = s.o.Budget.wait() {
+				select {
+				case <-ch:
+				case <-s.done:
+					return
+				}
+			}
+		}
+		buf := *rb
 		n, err := s.local.Read(buf[:min(free, len(buf))])
 		s.mu.Lock()
 		if s.err != nil {
@@ -154,13 +189,17 @@ func (s *Session) readLocal() {
 			return
 		}
 		if n > 0 {
-			c := make([]byte, n)
-			copy(c, buf[:n])
-			s.chunks = append(s.chunks, chunk{off: s.end, b: c})
-			s.end += uint64(n)
-			if s.o.OnBuffered != nil {
-				s.o.OnBuffered(n)
+			var c mem.Buffer
+			if n >= bigRead {
+				*rb = buf[:n]
+				c = mem.NewBuffer(rb, pool)
+				rb = pool.Get(frame.MaxPayload)
+			} else {
+				c = mem.Copy(buf[:n], pool)
 			}
+			s.chunks = append(s.chunks, chunk{off: s.end, b: c.ReadOnlyData(), buf: c})
+			s.end += uint64(n)
+			s.account(n)
 			s.wake()
 		}
 		if err != nil {
@@ -193,6 +232,20 @@ func (s *Session) drain(buf []byte) {
 	_ = s.local.Close()
 }
 
+// account tells the observers and the shared budget of a change of the
+// buffered bytes.
+func (s *Session) account(delta int) {
+	if delta == 0 {
+		return
+	}
+	if s.o.OnBuffered != nil {
+		s.o.OnBuffered(delta)
+	}
+	if s.o.Budget != nil {
+		s.o.Budget.add(delta)
+	}
+}
+
 // ack releases the bytes the peer acknowledged; s.mu is held.
 func (s *Session) ack(a uint64) error {
 	if s.eof && a == s.end+1 {
@@ -211,6 +264,7 @@ func (s *Session) ack(a uint64) error {
 		c := &s.chunks[0]
 		cend := c.off + uint64(len(c.b))
 		if cend <= a {
+			c.buf.Free()
 			s.chunks[0] = chunk{}
 			s.chunks = s.chunks[1:]
 			continue
@@ -224,9 +278,7 @@ func (s *Session) ack(a uint64) error {
 	if len(s.chunks) == 0 {
 		s.chunks = nil
 	}
-	if s.o.OnBuffered != nil {
-		s.o.OnBuffered(-released)
-	}
+	s.account(-released)
 	select {
 	case s.space <- struct{}{}:
 	default:
@@ -289,13 +341,14 @@ func (s *Session) Abort(reason string, byPeer bool) {
 	}
 	s.err = &Aborted{Reason: reason, ByPeer: byPeer}
 	buffered := int(s.end - s.base)
+	for i := range s.chunks {
+		s.chunks[i].buf.Free()
+	}
 	s.chunks = nil
 	s.base = s.end
 	close(s.done)
 	s.mu.Unlock()
-	if s.o.OnBuffered != nil && buffered > 0 {
-		s.o.OnBuffered(-buffered)
-	}
+	s.account(-buffered)
 	// The peer of the local connection sees a clean end (FIN); drain
 	// closes it once reading stops, at the latest after a moment.
 	closeWrite(s.local)
@@ -422,8 +475,8 @@ func (s *Session) send(st Stream, gen, next uint64, notify chan struct{}, quit c
 		case next < s.end:
 			// The chunk holding next: the last one starting at or before it.
 			i := sort.Search(len(s.chunks), func(i int) bool { return s.chunks[i].off > next }) - 1
-			c := s.chunks[max(i, 0)]
-			f = &frame.Frame{Kind: frame.KindData, Offset: next, Payload: c.b[next-c.off:], Ack: s.delivered}
+			c := &s.chunks[max(i, 0)]
+			f = &frame.Frame{Kind: frame.KindData, Offset: next, Data: c.data(next), Ack: s.delivered}
 			next = c.off + uint64(len(c.b))
 		case s.eof && !closeSent:
 			f = &frame.Frame{Kind: frame.KindClose, Offset: s.end, Reason: s.eofReason, Ack: s.delivered}
@@ -493,7 +546,9 @@ func (s *Session) recv(st Stream, gen uint64) error {
 		}
 		switch f.Kind {
 		case frame.KindData:
-			if err := s.deliver(gen, f.Offset, f.Payload, false); err != nil {
+			err := s.deliver(gen, f.Offset, f.Payload, false)
+			f.Release()
+			if err != nil {
 				return err
 			}
 		case frame.KindClose:
@@ -505,6 +560,13 @@ func (s *Session) recv(st Stream, gen uint64) error {
 				return err
 			}
 		case frame.KindAck:
+		case frame.KindOpen:
+			if s.o.OnOpen == nil {
+				err := errors.New("unexpected open frame in a resumable tunnel")
+				s.Abort("protocol error: "+err.Error(), false)
+				return err
+			}
+			s.o.OnOpen(f.ID)
 		default:
 			err := fmt.Errorf("unexpected %s frame in a resumable tunnel", f.Kind)
 			s.Abort("protocol error: "+err.Error(), false)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"testing"
+
+	"google.golang.org/grpc/mem"
 	"time"
 
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
@@ -29,8 +31,14 @@ func memPair() (a, b *memStream, cut func()) {
 	return &memStream{in: ba, out: ab, cut: c}, &memStream{in: ab, out: ba, cut: c}, func() { once.Do(func() { close(c) }) }
 }
 
+// SendMsg and RecvMsg go through the gRPC codec, as on a real stream.
 func (m *memStream) SendMsg(v any) error {
-	b := v.(*frame.Frame).Marshal()
+	bs, err := frame.Codec{}.Marshal(v)
+	if err != nil {
+		return err
+	}
+	b := bs.Materialize()
+	bs.Free()
 	select {
 	case m.out <- b:
 		return nil
@@ -42,7 +50,7 @@ func (m *memStream) SendMsg(v any) error {
 func (m *memStream) RecvMsg(v any) error {
 	select {
 	case b := <-m.in:
-		return v.(*frame.Frame).Unmarshal(b)
+		return frame.Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, v)
 	case <-m.cut:
 		return errCut
 	}

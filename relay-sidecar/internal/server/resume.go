@@ -49,21 +49,87 @@ type gone struct {
 	at     time.Time
 }
 
-type registry struct {
-	mu    sync.Mutex
-	live  map[string]*tunnel
-	gone  map[string]gone
-	label uint64
+type goneEntry struct {
+	id string
+	at time.Time
 }
 
-const goneKeep = 10 * time.Minute
+// registry holds the resumable tunnels, the reasons of recently ended ones
+// and, per cluster, the tunnel count and the shared unacknowledged-bytes
+// budget.
+type registry struct {
+	mu   sync.Mutex
+	live map[string]*tunnel
+	gone map[string]gone
+	// order lists gone IDs oldest first, so that forgetting them is O(1)
+	// per ended tunnel.
+	order    []goneEntry
+	clusters map[string]*clusterState
+	label    uint64
+}
+
+type clusterState struct {
+	tunnels int
+	budget  *resume.Budget
+}
+
+const (
+	goneKeep = 10 * time.Minute
+	goneMax  = 100000
+)
+
+func (r *registry) init() {
+	if r.live == nil {
+		r.live, r.gone, r.clusters = map[string]*tunnel{}, map[string]gone{}, map[string]*clusterState{}
+	}
+}
+
+// admit counts a new tunnel of cluster, refusing it past limit, and
+// returns the cluster's budget (made with budgetLimit bytes).
+func (r *registry) admit(cluster string, limit, budgetLimit int) (*resume.Budget, int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.init()
+	c := r.clusters[cluster]
+	if c == nil {
+		c = &clusterState{budget: resume.NewBudget(budgetLimit)}
+		r.clusters[cluster] = c
+	}
+	if c.tunnels >= limit {
+		return nil, c.tunnels, false
+	}
+	c.tunnels++
+	return c.budget, c.tunnels, true
+}
+
+// leave uncounts a tunnel of cluster.
+func (r *registry) leave(cluster string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.clusters[cluster]
+	if c == nil {
+		return
+	}
+	c.tunnels--
+	if c.tunnels <= 0 && c.budget.Used() == 0 {
+		delete(r.clusters, cluster)
+	}
+}
+
+// clusterTunnels is the number of tunnels counted for cluster.
+func (r *registry) clusterTunnels(cluster string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.clusters[cluster]; c != nil {
+		return c.tunnels
+	}
+	return 0
+}
 
 func (r *registry) add(t *tunnel) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.live == nil {
-		r.live, r.gone = map[string]*tunnel{}, map[string]gone{}
-	}
+	r.init()
 	r.label++
 	t.label = r.label
 	r.live[t.id] = t
@@ -77,12 +143,19 @@ func (r *registry) remove(t *tunnel, reason string) {
 	}
 	delete(r.live, t.id)
 	now := time.Now()
-	for id, g := range r.gone {
-		if now.Sub(g.at) > goneKeep || len(r.gone) > 100000 {
-			delete(r.gone, id)
+	for len(r.order) > 0 && (now.Sub(r.order[0].at) > goneKeep || len(r.order) >= goneMax) {
+		old := r.order[0]
+		r.order[0] = goneEntry{}
+		r.order = r.order[1:]
+		if g, ok := r.gone[old.id]; ok && g.at.Equal(old.at) {
+			delete(r.gone, old.id)
 		}
 	}
+	if len(r.order) == 0 {
+		r.order = nil // let the backing array go
+	}
 	r.gone[t.id] = gone{reason: reason, at: now}
+	r.order = append(r.order, goneEntry{id: t.id, at: now})
 }
 
 func (r *registry) lookup(id string) (*tunnel, gone, bool) {
@@ -93,9 +166,10 @@ func (r *registry) lookup(id string) (*tunnel, gone, bool) {
 }
 
 // openResumable starts a resumable tunnel and serves its first stream.
-func (s *Server) openResumable(ctx context.Context, stream grpc.ServerStream, cluster string, info *ConnInfo) error {
+func (s *Server) openResumable(ctx context.Context, stream grpc.ServerStream, cluster string, info *ConnInfo, budget *resume.Budget) error {
 	up, err := s.dialUpstream(ctx, stream, cluster)
 	if err != nil {
+		s.tunnels.leave(cluster)
 		s.cfg.Metrics.Tunnels.WithLabelValues("upstream_error").Inc()
 		s.cfg.Log.Warn("upstream unavailable", "upstream", s.cfg.Upstream, "cluster", cluster, "error", err.Error())
 		return status.Errorf(codes.Unavailable, "connecting to the upstream: %v", err)
@@ -103,17 +177,19 @@ func (s *Server) openResumable(ctx context.Context, stream grpc.ServerStream, cl
 	id := make([]byte, frame.IDLen)
 	if _, err := rand.Read(id); err != nil {
 		up.Close()
+		s.tunnels.leave(cluster)
 		return status.Errorf(codes.Internal, "tunnel ID: %v", err)
 	}
 	m := s.cfg.Metrics
 	t := &tunnel{id: string(id), cluster: cluster, sess: resume.New(up, resume.Options{Limit: s.cfg.ResumeBuffer,
-		OnBuffered: func(d int) { m.Buffered.Add(float64(d)) }})}
+		Budget: budget, OnBuffered: func(d int) { m.Buffered.Add(float64(d)) }})}
 	s.tunnels.add(t)
 	gen, _ := t.sess.Takeover()
 	kick := t.attach(gen)
 	if err := stream.SendMsg(&frame.Frame{Kind: frame.KindOpen, ID: id}); err != nil {
 		up.Close()
 		s.tunnels.remove(t, "the agent went away while the tunnel opened")
+		s.tunnels.leave(cluster)
 		return err
 	}
 	m.ActiveTunnels.Inc()
@@ -141,6 +217,7 @@ func (s *Server) watch(t *tunnel) {
 		}
 	}
 	s.tunnels.remove(t, reason)
+	s.tunnels.leave(t.cluster)
 	s.cfg.Metrics.Tunnels.WithLabelValues(result).Inc()
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
+	"github.com/relaytls/relaytls/relay-sidecar/internal/resume"
 )
 
 // Config configures a Server.
@@ -72,6 +73,22 @@ type Config struct {
 	// clusters are refused and cut in every mode, and a cluster's token
 	// generation enters its derived token.
 	Clusters ClusterList
+	// MaxStreamsPerConn caps the concurrent streams (tunnels and hellos)
+	// of one agent connection (default DefaultMaxStreamsPerConn).
+	MaxStreamsPerConn int
+	// MaxTunnelsPerCluster caps the tunnels one cluster has open,
+	// including those waiting for a resume, over all its connections
+	// (default DefaultMaxTunnelsPerCluster).
+	MaxTunnelsPerCluster int
+	// MaxUnackedPerCluster caps the unacknowledged upstream bytes the
+	// server holds for one cluster's resumable tunnels; past it their
+	// upstreams are not read (backpressure) until the agent acknowledges
+	// (default DefaultMaxUnackedPerCluster).
+	MaxUnackedPerCluster int
+	// AuthTimeout is how long an accepted connection has to finish its
+	// handshake and then to authenticate one stream before it is closed
+	// (default DefaultAuthTimeout).
+	AuthTimeout time.Duration
 
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
@@ -92,6 +109,28 @@ type HandshakeInfo struct {
 
 // WindowSize is the HTTP/2 stream flow-control window both roles use.
 const WindowSize = 1 << 20
+
+// ReadBufferSize is the gRPC read buffer per agent connection: none, as
+// measured by the bench (it was the largest part of an idle connection's
+// heap, and reads come from tls.Conn's own record buffer).
+const ReadBufferSize = 0
+
+// Defaults of the server's bounds.
+const (
+	DefaultMaxStreamsPerConn    = 512
+	DefaultMaxTunnelsPerCluster = 256
+	DefaultMaxUnackedPerCluster = 16 << 20
+	DefaultAuthTimeout          = 10 * time.Second
+)
+
+// Refusal reasons of the server's bounds
+// (relay_sidecar_handshake_failures_total{reason}).
+const (
+	ReasonTooManyStreams   = "too_many_streams"
+	ReasonTooManyTunnels   = "too_many_tunnels"
+	ReasonAuthTimeout      = "auth_timeout"
+	ReasonHandshakeTimeout = "handshake_timeout"
+)
 
 // Server is the server role.
 type Server struct {
@@ -128,6 +167,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ExpiryGrace <= 0 {
 		cfg.ExpiryGrace = time.Second
 	}
+	if cfg.MaxStreamsPerConn <= 0 {
+		cfg.MaxStreamsPerConn = DefaultMaxStreamsPerConn
+	}
+	if cfg.MaxTunnelsPerCluster <= 0 {
+		cfg.MaxTunnelsPerCluster = DefaultMaxTunnelsPerCluster
+	}
+	if cfg.MaxUnackedPerCluster <= 0 {
+		cfg.MaxUnackedPerCluster = DefaultMaxUnackedPerCluster
+	}
+	if cfg.AuthTimeout <= 0 {
+		cfg.AuthTimeout = DefaultAuthTimeout
+	}
 	if cfg.Upstream == "" {
 		return nil, errors.New("server: an upstream address is required")
 	}
@@ -141,13 +192,22 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.g = grpc.NewServer(
 		grpc.Creds(tc),
-		grpc.ForceServerCodec(frame.Codec{}),
+		grpc.ForceServerCodecV2(frame.Codec{}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.PingInterval, Timeout: cfg.PingTimeout}),
 		// Tunnels are bulk byte streams: larger flow-control windows than
 		// gRPC's 64 KiB start keep a single tunnel from stalling on acks.
 		grpc.InitialWindowSize(WindowSize),
 		grpc.InitialConnWindowSize(4*WindowSize),
+		// Idle agents cost little: no per-connection read buffer (TLS
+		// already buffers a record), and the write buffer is taken from a
+		// pool only while there is something to write.
+		grpc.ReadBufferSize(ReadBufferSize),
+		grpc.SharedWriteBuffer(true),
+		// Streams past the cap are refused by limitStreams with a reason;
+		// the transport's own ceiling stops a peer that ignores refusals.
+		grpc.StreamInterceptor(s.limitStreams),
+		grpc.MaxConcurrentStreams(uint32(2*cfg.MaxStreamsPerConn)),
 	)
 	s.g.RegisterService(frame.ServiceDesc(s), s)
 	if cfg.Clusters != nil {
@@ -274,13 +334,58 @@ func (s *Server) authenticate(ctx context.Context) (string, *ConnInfo, error) {
 	return cluster, info, nil
 }
 
+// limitStreams refuses a stream past --max-streams-per-connection.
+func (s *Server) limitStreams(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	p, ok := peer.FromContext(ss.Context())
+	if !ok {
+		return h(srv, ss)
+	}
+	info, ok := p.AuthInfo.(*ConnInfo)
+	if !ok {
+		return h(srv, ss)
+	}
+	n := info.streams.Add(1)
+	defer info.streams.Add(-1)
+	if n > int64(s.cfg.MaxStreamsPerConn) {
+		return s.overLimit(ss.Context(), codes.ResourceExhausted, ReasonTooManyStreams,
+			"this connection already has %d streams, the --max-streams-per-connection cap", s.cfg.MaxStreamsPerConn)
+	}
+	return h(srv, ss)
+}
+
+// overLimit logs, counts and returns the refusal of a stream past a bound.
+func (s *Server) overLimit(ctx context.Context, code codes.Code, reason, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	remote := ""
+	if p, ok := peer.FromContext(ctx); ok {
+		remote = p.Addr.String()
+	}
+	s.cfg.Log.Warn("refused stream", "reason", reason, "error", msg, "remote", remote)
+	s.cfg.Metrics.Failures.WithLabelValues(reason).Inc()
+	return status.Error(code, msg+" ("+reason+")")
+}
+
+// admitTunnel counts a new tunnel of cluster against
+// --max-tunnels-per-cluster and returns the cluster's budget of
+// unacknowledged bytes; release uncounts it.
+func (s *Server) admitTunnel(ctx context.Context, cluster string) (*resume.Budget, error) {
+	b, n, ok := s.tunnels.admit(cluster, s.cfg.MaxTunnelsPerCluster, s.cfg.MaxUnackedPerCluster)
+	if !ok {
+		s.cfg.Metrics.Tunnels.WithLabelValues("refused").Inc()
+		return nil, s.overLimit(ctx, codes.ResourceExhausted, ReasonTooManyTunnels,
+			"cluster %q already has %d tunnels open, the --max-tunnels-per-cluster cap", cluster, n)
+	}
+	return b, nil
+}
+
 // Hello answers an agent's authentication check with the identity the
 // server verified.
 func (s *Server) Hello(stream grpc.ServerStream) error {
-	cluster, _, err := s.authenticate(stream.Context())
+	cluster, info, err := s.authenticate(stream.Context())
 	if err != nil {
 		return err
 	}
+	info.authenticated()
 	var f frame.Frame
 	if err := stream.RecvMsg(&f); err != nil {
 		return err
@@ -288,7 +393,13 @@ func (s *Server) Hello(stream grpc.ServerStream) error {
 	if f.Kind != frame.KindHello {
 		return status.Errorf(codes.InvalidArgument, "expected a hello frame, got %s", f.Kind)
 	}
-	return stream.SendMsg(&frame.Frame{Kind: frame.KindHello, Reason: cluster})
+	reply := &frame.Frame{Kind: frame.KindHello, Reason: cluster}
+	if s.cfg.ResumeWindow > 0 {
+		// The agent may then send a resumable tunnel's first bytes with
+		// its open, without waiting for the answer.
+		reply.Flags = frame.FlagResumable
+	}
+	return stream.SendMsg(reply)
 }
 
 // Tunnel carries one agent connection to the upstream.
@@ -298,6 +409,7 @@ func (s *Server) Tunnel(stream grpc.ServerStream) error {
 	if err != nil {
 		return err
 	}
+	info.authenticated()
 	var f frame.Frame
 	if err := stream.RecvMsg(&f); err != nil {
 		return err
@@ -310,9 +422,14 @@ func (s *Server) Tunnel(stream grpc.ServerStream) error {
 	}
 	ctx, release := s.cuts.track(ctx, cluster)
 	defer release()
-	if f.Flags&frame.FlagResumable != 0 && s.cfg.ResumeWindow > 0 {
-		return s.openResumable(ctx, stream, cluster, info)
+	budget, err := s.admitTunnel(ctx, cluster)
+	if err != nil {
+		return err
 	}
+	if f.Flags&frame.FlagResumable != 0 && s.cfg.ResumeWindow > 0 {
+		return s.openResumable(ctx, stream, cluster, info, budget)
+	}
+	defer s.tunnels.leave(cluster)
 	up, err := s.dialUpstream(ctx, stream, cluster)
 	if err != nil {
 		s.cfg.Metrics.Tunnels.WithLabelValues("upstream_error").Inc()
@@ -387,7 +504,9 @@ func (s *Server) pump(ctx context.Context, stream grpc.ServerStream, up net.Conn
 			}
 			switch f.Kind {
 			case frame.KindData:
-				if _, err := up.Write(f.Payload); err != nil {
+				_, err := up.Write(f.Payload)
+				f.Release()
+				if err != nil {
 					errc <- status.Errorf(codes.Unavailable, "writing to the upstream: %v", err)
 					return
 				}

@@ -32,12 +32,12 @@ const (
 
 // Finding is one problem with its fix.
 type Finding struct {
-	Severity Severity
+	Severity Severity `json:"severity"`
 	// Check is the check's short name (server-san, client-san, chain,
 	// bundle, token, lifetime).
-	Check   string
-	Problem string
-	Fix     string
+	Check   string `json:"check"`
+	Problem string `json:"problem"`
+	Fix     string `json:"fix"`
 }
 
 // Cert is a certificate chain read from a Secret, with the cert-manager
@@ -88,8 +88,8 @@ type Input struct {
 
 // Report is the result: findings and what passed.
 type Report struct {
-	Findings []Finding
-	Passed   []string
+	Findings []Finding `json:"findings"`
+	Passed   []string  `json:"passed"`
 }
 
 // OK reports whether no finding is an error.

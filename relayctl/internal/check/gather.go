@@ -20,11 +20,11 @@ import (
 // Config reads relaytls-config, the ConfigMap every install carries.
 func Config(ctx context.Context, c *kube.Conn) (map[string]string, error) {
 	var cm corev1.ConfigMap
-	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.ConfigMapName}, &cm); err != nil {
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: modes.ConfigMapName}, &cm); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("%s: relaytls is not installed (no ConfigMap %s/%s); run relayctl init or install the chart", c.Name, modes.Namespace, modes.ConfigMapName)
+			return nil, fmt.Errorf("%s: relaytls is not installed (no ConfigMap %s/%s); run relayctl init or install the chart, or pass -n with the namespace relaytls runs in", c.Name, c.Namespace, modes.ConfigMapName)
 		}
-		return nil, fmt.Errorf("%s: reading ConfigMap %s/%s: %w", c.Name, modes.Namespace, modes.ConfigMapName, err)
+		return nil, fmt.Errorf("%s: reading ConfigMap %s/%s: %w", c.Name, c.Namespace, modes.ConfigMapName, err)
 	}
 	return cm.Data, nil
 }
@@ -32,12 +32,12 @@ func Config(ctx context.Context, c *kube.Conn) (map[string]string, error) {
 // secret returns the Secret or nil when it does not exist.
 func secret(ctx context.Context, c *kube.Conn, name string) (*corev1.Secret, error) {
 	var s corev1.Secret
-	err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: name}, &s)
+	err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, &s)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", c.Name, modes.Namespace, name, err)
+		return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", c.Name, c.Namespace, name, err)
 	}
 	return &s, nil
 }
@@ -46,7 +46,7 @@ func secret(ctx context.Context, c *kube.Conn, name string) (*corev1.Secret, err
 func certificatesBySecret(ctx context.Context, c *kube.Conn) map[string]cmapi.Certificate {
 	var list cmapi.CertificateList
 	out := map[string]cmapi.Certificate{}
-	if err := c.Client.List(ctx, &list, client.InNamespace(modes.Namespace)); err != nil {
+	if err := c.Client.List(ctx, &list, client.InNamespace(c.Namespace)); err != nil {
 		return out // cert-manager may be absent in the BYO modes; the check goes on without
 	}
 	for _, crt := range list.Items {
@@ -58,14 +58,14 @@ func certificatesBySecret(ctx context.Context, c *kube.Conn) map[string]cmapi.Ce
 // GatherSide reads one cluster's material. role is management or workload;
 // problems reading a Secret become findings of the returned report.
 func GatherSide(ctx context.Context, c *kube.Conn, role string, cfg map[string]string, problems *[]Finding) (*Side, error) {
-	side := &Side{RootSecret: ns(cfg["rootSecret"], modes.RootSecret), TokenSecret: ns(cfg["tokenSecret"], modes.TokenSecret)}
+	side := &Side{RootSecret: ns(c.Namespace, cfg["rootSecret"], modes.RootSecret), TokenSecret: ns(c.Namespace, cfg["tokenSecret"], modes.TokenSecret)}
 	certs := certificatesBySecret(ctx, c)
 	bad := func(name, format string, args ...any) {
 		*problems = append(*problems, Finding{Severity: Error, Check: "secret",
-			Problem: fmt.Sprintf("%s: Secret %s/%s %s", c.Name, modes.Namespace, name, fmt.Sprintf(format, args...)),
+			Problem: fmt.Sprintf("%s: Secret %s/%s %s", c.Name, c.Namespace, name, fmt.Sprintf(format, args...)),
 			Fix:     "create or repair it (see the list of Secrets per mode in `helm install` NOTES or `relayctl init`)"})
 	}
-	root, err := secret(ctx, c, strings.TrimPrefix(side.RootSecret, modes.Namespace+"/"))
+	root, err := secret(ctx, c, strings.TrimPrefix(side.RootSecret, c.Namespace+"/"))
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func GatherSide(ctx context.Context, c *kube.Conn, role string, cfg map[string]s
 			bad(name, "has no usable tls.crt: %v", err)
 			return nil
 		}
-		out := &Cert{Secret: modes.Namespace + "/" + name, Chain: chain}
+		out := &Cert{Secret: c.Namespace + "/" + name, Chain: chain}
 		if crt, ok := certs[name]; ok {
 			out.Certificate = crt.Name
 			if crt.Spec.RenewBefore != nil {
@@ -108,7 +108,7 @@ func GatherSide(ctx context.Context, c *kube.Conn, role string, cfg map[string]s
 	} else if cfg["clientSecret"] != "" {
 		side.Client = readCert(cfg["clientSecret"])
 	}
-	tok, err := secret(ctx, c, strings.TrimPrefix(side.TokenSecret, modes.Namespace+"/"))
+	tok, err := secret(ctx, c, strings.TrimPrefix(side.TokenSecret, c.Namespace+"/"))
 	if err != nil {
 		return nil, err
 	}
@@ -120,11 +120,11 @@ func GatherSide(ctx context.Context, c *kube.Conn, role string, cfg map[string]s
 	return side, nil
 }
 
-func ns(name, def string) string {
+func ns(namespace, name, def string) string {
 	if name == "" {
 		name = def
 	}
-	return modes.Namespace + "/" + name
+	return namespace + "/" + name
 }
 
 // Roots parses PEM certificates (for tests and callers holding PEM).

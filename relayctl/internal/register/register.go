@@ -55,6 +55,9 @@ type Options struct {
 	Timeout time.Duration
 	// Poll is the progress interval (default 500ms).
 	Poll time.Duration
+	// SecretsOnly: only the two Secrets are copied, so no endpoint is
+	// needed or derived.
+	SecretsOnly bool
 }
 
 // Validate checks the options that need no cluster.
@@ -94,6 +97,15 @@ type Plan struct {
 	RootCA []byte
 	// token is the relay identity token; never printed.
 	token []byte
+	// Namespace of the workload side, for DryRun (empty: the default).
+	Namespace string
+}
+
+func (p *Plan) namespace() string {
+	if p.Namespace == "" {
+		return modes.Namespace
+	}
+	return p.Namespace
 }
 
 // Prepare reads the management cluster and builds the plan.
@@ -125,14 +137,14 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 	}
 	get := func(name, key, what string) ([]byte, error) {
 		var s corev1.Secret
-		if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: name}, &s); err != nil {
+		if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: name}, &s); err != nil {
 			if apierrors.IsNotFound(err) {
-				return nil, fmt.Errorf("%s: Secret %s/%s (%s) does not exist yet; in the self-signed modes cert-manager and relay-issuer create it shortly after install (see relayctl status)", mgmt.Name, modes.Namespace, name, what)
+				return nil, fmt.Errorf("%s: Secret %s/%s (%s) does not exist yet; in the self-signed modes cert-manager and relay-issuer create it shortly after install (see relayctl status)", mgmt.Name, mgmt.Namespace, name, what)
 			}
-			return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", mgmt.Name, modes.Namespace, name, err)
+			return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", mgmt.Name, mgmt.Namespace, name, err)
 		}
 		if len(s.Data[key]) == 0 {
-			return nil, fmt.Errorf("%s: Secret %s/%s has no key %s (%s)", mgmt.Name, modes.Namespace, name, key, what)
+			return nil, fmt.Errorf("%s: Secret %s/%s has no key %s (%s)", mgmt.Name, mgmt.Namespace, name, key, what)
 		}
 		return s.Data[key], nil
 	}
@@ -141,19 +153,19 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 		return nil, err
 	}
 	if _, err := check.Roots(root); err != nil {
-		return nil, fmt.Errorf("%s: Secret %s/%s ca.crt is not PEM certificates: %v", mgmt.Name, modes.Namespace, rootName, err)
+		return nil, fmt.Errorf("%s: Secret %s/%s ca.crt is not PEM certificates: %v", mgmt.Name, mgmt.Namespace, rootName, err)
 	}
 	rawToken, err := get(tokenName, "token", "the relay identity token")
 	if err != nil {
 		return nil, err
 	}
 	if _, err := proof.ParseToken(rawToken); err != nil {
-		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, modes.Namespace, tokenName, err)
+		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, mgmt.Namespace, tokenName, err)
 	}
 	p := &Plan{Mode: mode, RootCA: root, token: []byte(strings.TrimSpace(string(rawToken)))}
 
 	endpoint := o.Endpoint
-	if mode.AutoClient && endpoint == "" {
+	if mode.AutoClient && endpoint == "" && !o.SecretsOnly {
 		endpoint, err = endpointFromService(ctx, mgmt)
 		if err != nil {
 			return nil, err
@@ -198,8 +210,8 @@ func adjust(obj *unstructured.Unstructured, o Options, endpoint string) error {
 
 func endpointFromService(ctx context.Context, mgmt *kube.Conn) (string, error) {
 	var svc corev1.Service
-	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: "relay-issuer"}, &svc); err != nil {
-		return "", fmt.Errorf("--endpoint is required: %s has no issuance Service %s/relay-issuer to derive it from (%v)", mgmt.Name, modes.Namespace, err)
+	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: "relay-issuer"}, &svc); err != nil {
+		return "", fmt.Errorf("--endpoint is required: %s has no issuance Service %s/relay-issuer to derive it from (%v)", mgmt.Name, mgmt.Namespace, err)
 	}
 	port := modes.IssuanceDefaultPort
 	if len(svc.Spec.Ports) > 0 {
@@ -214,15 +226,15 @@ func endpointFromService(ctx context.Context, mgmt *kube.Conn) (string, error) {
 			return net.JoinHostPort(host, port), nil
 		}
 	}
-	return "", fmt.Errorf("--endpoint is required: Service %s/relay-issuer in %s is %s without a load balancer address, so the address the workload cluster reaches it at is unknown", modes.Namespace, mgmt.Name, svc.Spec.Type)
+	return "", fmt.Errorf("--endpoint is required: Service %s/relay-issuer in %s is %s without a load balancer address, so the address the workload cluster reaches it at is unknown", mgmt.Namespace, mgmt.Name, svc.Spec.Type)
 }
 
 // Secrets are the two Secrets copied to the workload cluster.
-func (p *Plan) secrets(rootName, tokenName string) []*corev1.Secret {
+func (p *Plan) secrets(namespace, rootName, tokenName string) []*corev1.Secret {
 	mk := func(name string, data map[string][]byte) *corev1.Secret {
 		return &corev1.Secret{
 			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-			ObjectMeta: metav1.ObjectMeta{Namespace: modes.Namespace, Name: name,
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name,
 				Labels: map[string]string{"app.kubernetes.io/managed-by": "relayctl"}},
 			Type: corev1.SecretTypeOpaque,
 			Data: data,
@@ -234,23 +246,38 @@ func (p *Plan) secrets(rootName, tokenName string) []*corev1.Secret {
 	}
 }
 
-// DryRun prints what register would write. The root CA is public and is
-// printed; the token Secret is not: a token must not land in Git. The
-// output says how to create it out of band.
+// DryRun prints what register would write as YAML, headed by DryRunNote.
+// The root CA is public and is printed; the token Secret is not: a token
+// must not land in Git.
 func (p *Plan) DryRun(w io.Writer) error {
-	root := p.secrets(modes.RootSecret, modes.TokenSecret)[0]
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(root)
+	objs, err := p.DryRunObjects()
 	if err != nil {
 		return err
 	}
-	delete(u["metadata"].(map[string]any), "creationTimestamp")
+	p.DryRunNote(w)
+	return initcmd.YAML(w, objs)
+}
+
+// DryRunNote says, as YAML comments, what DryRun leaves out and how to
+// create it out of band.
+func (p *Plan) DryRunNote(w io.Writer) {
 	fmt.Fprintf(w, "# relayctl register --dry-run: the workload side of mode %s.\n", p.Mode.Name)
-	fmt.Fprintf(w, "# Secret %s/%s (key token, the relay identity token) is NOT printed: a token\n", modes.Namespace, modes.TokenSecret)
+	fmt.Fprintf(w, "# Secret %s/%s (key token, the relay identity token) is NOT printed: a token\n", p.namespace(), modes.TokenSecret)
 	fmt.Fprintf(w, "# must not be committed to Git. Create it in the workload cluster out of band,\n")
 	fmt.Fprintf(w, "# e.g. with relayctl register --secrets-only, a sealed/external secret, or\n")
-	fmt.Fprintf(w, "#   kubectl -n %s create secret generic %s --from-file=token=<file>\n", modes.Namespace, modes.TokenSecret)
-	objs := append(slices.Clone(p.Objects), &unstructured.Unstructured{Object: u})
-	return initcmd.YAML(w, objs)
+	fmt.Fprintf(w, "#   kubectl -n %s create secret generic %s --from-file=token=<file>\n", p.namespace(), modes.TokenSecret)
+}
+
+// DryRunObjects are the objects register would write, without the token
+// Secret: the workload profile's and the root's ca.crt.
+func (p *Plan) DryRunObjects() ([]*unstructured.Unstructured, error) {
+	root := p.secrets(p.namespace(), modes.RootSecret, modes.TokenSecret)[0]
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(root)
+	if err != nil {
+		return nil, err
+	}
+	delete(u["metadata"].(map[string]any), "creationTimestamp")
+	return append(slices.Clone(p.Objects), &unstructured.Unstructured{Object: u}), nil
 }
 
 // CopySecrets writes only the two Secrets to the workload cluster.
@@ -258,11 +285,11 @@ func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.W
 	ns := &unstructured.Unstructured{}
 	ns.SetAPIVersion("v1")
 	ns.SetKind("Namespace")
-	ns.SetName(modes.Namespace)
+	ns.SetName(remote.Namespace)
 	if err := remote.Apply(ctx, []*unstructured.Unstructured{ns}, nil); err != nil {
 		return err
 	}
-	for i, s := range p.secrets(modes.RootSecret, modes.TokenSecret) {
+	for i, s := range p.secrets(remote.Namespace, modes.RootSecret, modes.TokenSecret) {
 		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(s)
 		if err != nil {
 			return err
@@ -274,9 +301,9 @@ func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.W
 			return err
 		}
 		if i == 0 {
-			fmt.Fprintf(progress, "  copied ca.crt of the management root to Secret %s/%s (nothing else of the root)\n", modes.Namespace, s.Name)
+			fmt.Fprintf(progress, "  copied ca.crt of the management root to Secret %s/%s (nothing else of the root)\n", remote.Namespace, s.Name)
 		} else {
-			fmt.Fprintf(progress, "  copied the relay identity token to Secret %s/%s (value not shown)\n", modes.Namespace, s.Name)
+			fmt.Fprintf(progress, "  copied the relay identity token to Secret %s/%s (value not shown)\n", remote.Namespace, s.Name)
 		}
 	}
 	return nil
@@ -318,7 +345,7 @@ func (p *Plan) Apply(ctx context.Context, remote *kube.Conn, o Options, progress
 func Wait(ctx context.Context, remote *kube.Conn, o Options, progress io.Writer) error {
 	deadline := time.NewTimer(o.Timeout)
 	defer deadline.Stop()
-	fmt.Fprintf(progress, "Waiting up to %s for Certificate %s/%s to be Ready\n", o.Timeout, modes.Namespace, modes.ClientCertificate)
+	fmt.Fprintf(progress, "Waiting up to %s for Certificate %s/%s to be Ready\n", o.Timeout, remote.Namespace, modes.ClientCertificate)
 	seen := map[string]bool{}
 	var last state
 	tick := time.NewTicker(o.Poll)
@@ -337,7 +364,7 @@ func Wait(ctx context.Context, remote *kube.Conn, o Options, progress io.Writer)
 		}
 		if last.ready {
 			fmt.Fprintf(progress, "Certificate %s is Ready: Secret %s/%s holds the client certificate for %q (serial %s, expires %s)\n",
-				modes.ClientCertificate, modes.Namespace, modes.ClientSecret, o.Cluster, last.serial, last.notAfter)
+				modes.ClientCertificate, remote.Namespace, modes.ClientSecret, o.Cluster, last.serial, last.notAfter)
 			return nil
 		}
 		select {
@@ -393,7 +420,7 @@ func (s state) explain() string {
 func observe(ctx context.Context, c *kube.Conn) state {
 	var s state
 	var iss relayv1.RelayIssuer
-	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.RelayIssuerName}, &iss); err != nil {
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: modes.RelayIssuerName}, &iss); err != nil {
 		s.issuer = "RelayIssuer relay: " + err.Error()
 	} else if r := findCondition(iss.Status.Conditions, "Ready"); r == nil {
 		s.issuer = "RelayIssuer relay: no Ready condition yet"
@@ -404,7 +431,7 @@ func observe(ctx context.Context, c *kube.Conn) state {
 		s.issuerMsg = r.Reason + " " + r.Message
 	}
 	var crt cmapi.Certificate
-	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.ClientCertificate}, &crt); err != nil {
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: modes.ClientCertificate}, &crt); err != nil {
 		s.cert = "Certificate relay-client: " + err.Error()
 		return s
 	}
@@ -418,7 +445,7 @@ func observe(ctx context.Context, c *kube.Conn) state {
 		s.notAfter = crt.Status.NotAfter.UTC().Format(time.RFC3339)
 	}
 	var reqs cmapi.CertificateRequestList
-	if err := c.Client.List(ctx, &reqs, client.InNamespace(modes.Namespace)); err == nil {
+	if err := c.Client.List(ctx, &reqs, client.InNamespace(c.Namespace)); err == nil {
 		var latest *cmapi.CertificateRequest
 		for i := range reqs.Items {
 			r := &reqs.Items[i]
@@ -451,7 +478,7 @@ func observe(ctx context.Context, c *kube.Conn) state {
 
 func serialOf(ctx context.Context, c *kube.Conn) string {
 	var sec corev1.Secret
-	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: modes.ClientSecret}, &sec); err != nil {
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: modes.ClientSecret}, &sec); err != nil {
 		return "unknown"
 	}
 	chain, err := check.Roots(sec.Data["tls.crt"])

@@ -18,7 +18,6 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/relayctl/internal/check"
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
-	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 // Print writes the status of one cluster.
@@ -34,7 +33,7 @@ func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error 
 	fmt.Fprintln(w)
 
 	var issuers relayv1.RelayIssuerList
-	if err := c.Client.List(ctx, &issuers, client.InNamespace(modes.Namespace)); err != nil {
+	if err := c.Client.List(ctx, &issuers, client.InNamespace(c.Namespace)); err != nil {
 		return fmt.Errorf("%s: listing RelayIssuers: %w", c.Name, err)
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
@@ -61,7 +60,7 @@ func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error 
 	tw.Flush()
 
 	var certs cmapi.CertificateList
-	if err := c.Client.List(ctx, &certs, client.InNamespace(modes.Namespace)); err != nil {
+	if err := c.Client.List(ctx, &certs, client.InNamespace(c.Namespace)); err != nil {
 		return fmt.Errorf("%s: listing Certificates: %w", c.Name, err)
 	}
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
@@ -75,7 +74,7 @@ func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error 
 		}
 		serial := "-"
 		var sec corev1.Secret
-		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: modes.Namespace, Name: crt.Spec.SecretName}, &sec); err == nil {
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: crt.Spec.SecretName}, &sec); err == nil {
 			if chain, err := check.Roots(sec.Data["tls.crt"]); err == nil && len(chain) > 0 {
 				serial = fmt.Sprintf("%x", chain[0].SerialNumber)
 			}

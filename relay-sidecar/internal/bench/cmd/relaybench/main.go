@@ -38,8 +38,15 @@ import (
 const childEnv = "RELAYBENCH_CHILD"
 
 func main() {
-	if os.Getenv(childEnv) == "tls-idle" {
+	switch os.Getenv(childEnv) {
+	case "tls-idle":
 		if err := tlsIdleServer(os.Args[1], os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	case "sink":
+		if err := sinkChild(os.Args[1], os.Args[2], os.Args[3]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -49,7 +56,27 @@ func main() {
 	agents := flag.Int("agents", 1000, "idle agent connections for the memory measurement")
 	mib := flag.Int64("mib", 128, "MiB sent per throughput run (split across streams)")
 	rounds := flag.Int("rounds", 3, "throughput runs per path (the median is shown)")
+	procsMode := flag.Bool("procs", false, "instead: run direct mTLS, ghostunnel and relay-sidecar as separate processes on one sink, alternating")
+	ghostunnel := flag.String("ghostunnel", "", "ghostunnel binary for -procs (empty: leave it out)")
+	reps := flag.Int("reps", 5, "alternating repetitions for -procs")
+	trips := flag.Int("trips", 3000, "1 KiB round trips per latency run for -procs")
+	memOnly := flag.Bool("memory-only", false, "measure only the server memory per idle agent (with -agents), against direct TLS")
+	compare := flag.String("compare", "", "another relay-sidecar binary (e.g. an older build) to add as a path for -procs, resume on")
 	flag.Parse()
+	if *procsMode {
+		if err := runProcs(*sidecar, *ghostunnel, *compare, *reps, *mib, *trips); err != nil {
+			fmt.Fprintf(os.Stderr, "relaybench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *memOnly {
+		if err := runMemory(*sidecar, *agents); err != nil {
+			fmt.Fprintf(os.Stderr, "relaybench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*sidecar, *agents, *mib, *rounds); err != nil {
 		fmt.Fprintf(os.Stderr, "relaybench: %v\n", err)
 		os.Exit(1)
@@ -144,6 +171,52 @@ func run(sidecar string, agents int, mib int64, rounds int) error {
 	fmt.Println("(throughput: higher is better; latency, open time and memory: lower is better;")
 	fmt.Println(" memory is the relay-sidecar binary with its default flags, resume on)")
 	return nil
+}
+
+func runMemory(sidecar string, agents int) error {
+	dir, err := os.MkdirTemp("", "relaybench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	m, err := bench.NewMaterial(dir)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(m.CA.Cert)
+	cli, err := tls.X509KeyPair(m.Client.CertPEM, m.Client.KeyPEM)
+	if err != nil {
+		return err
+	}
+	s := &bench.Setup{M: m, ClientTLS: &tls.Config{Certificates: []tls.Certificate{cli}, RootCAs: pool, ServerName: bench.ServerName,
+		MinVersion: tls.VersionTLS13}}
+	d, err := directMemory(s, agents)
+	if err != nil {
+		return fmt.Errorf("direct TLS memory: %w", err)
+	}
+	r, err := sidecarMemory(sidecar, m, dir, agents)
+	if err != nil {
+		return fmt.Errorf("sidecar memory: %w", err)
+	}
+	fmt.Printf("server memory per idle agent connection, %d agents: direct TLS %.1f KiB, relay-sidecar %.1f KiB (%.2fx)\n",
+		agents, d/1024, r/1024, r/d)
+	return nil
+}
+
+func runProcs(sidecar, ghostunnel, compare string, reps int, mib int64, trips int) error {
+	dir, err := os.MkdirTemp("", "relaybench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	s, err := bench.NewSetup(dir)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Printf("relay-sidecar vs ghostunnel vs direct mTLS (TLS 1.3, GOMAXPROCS=%d, %s)\n", runtime.GOMAXPROCS(0), runtime.Version())
+	return runProcBench(dir, sidecar, ghostunnel, compare, s, reps, mib, trips)
 }
 
 func set(r *row, i int, v float64) {

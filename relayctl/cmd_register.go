@@ -1,0 +1,103 @@
+package main
+
+import (
+	"errors"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relaytls/relaytls/relayctl/internal/kube"
+	"github.com/relaytls/relaytls/relayctl/internal/register"
+)
+
+func newRegisterCmd(g *globals) *cobra.Command {
+	var (
+		o                   register.Options
+		dryRun, secretsOnly bool
+		mgmt, remote        *side
+		out                 *output
+	)
+	cmd := &cobra.Command{
+		Use:   "register --cluster NAME --mgmt-context A --remote-context B",
+		Short: "Connect a workload cluster to the management cluster",
+		Long: `register copies ca.crt of the management root and the relay identity token to
+the workload cluster (nothing else of the root, and the token is never shown),
+installs the workload side of the mode and waits until the relay client
+certificate is Ready, explaining a failure from the conditions it saw.`,
+		Example: `  relayctl register --cluster east --mgmt-context mgmt --remote-context east
+  relayctl register --cluster east --mgmt-context mgmt --dry-run -o yaml
+  relayctl register --cluster east --mgmt-context mgmt --remote-context east --secrets-only`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.SecretsOnly = secretsOnly
+			if err := o.Validate(); err != nil {
+				return usage(cmd, err)
+			}
+			if out.given() && !dryRun {
+				return usagef(cmd, "-o goes with --dry-run")
+			}
+			if err := out.validate(cmd); err != nil {
+				return err
+			}
+			if dryRun && secretsOnly {
+				return usagef(cmd, "--dry-run and --secrets-only conflict: --secrets-only writes only Secrets, which --dry-run never prints")
+			}
+			if err := resolveSides(cmd, g, mgmt, remote); err != nil {
+				return err
+			}
+			if !mgmt.Given() {
+				return usagef(cmd, "--mgmt-context or --mgmt-kubeconfig is required: the management cluster to copy the root and token from")
+			}
+			if !dryRun && !remote.Given() {
+				return usagef(cmd, "--remote-context or --remote-kubeconfig is required: the workload cluster to register")
+			}
+			ctx := cmd.Context()
+			mc, err := mgmt.Connect()
+			if err != nil {
+				return err
+			}
+			plan, err := register.Prepare(ctx, mc, o)
+			if err != nil {
+				return err
+			}
+			if dryRun {
+				if ns := *remote.Flags.Namespace; ns != "" && ns != kube.DefaultNamespace {
+					return usagef(cmd, "--dry-run prints the built-in workload profile, which lives in namespace %s; the namespace %s needs the Helm chart", kube.DefaultNamespace, ns)
+				}
+				if out.format == "" || out.format == "yaml" {
+					return plan.DryRun(g.stdout)
+				}
+				objs, err := plan.DryRunObjects()
+				if err != nil {
+					return err
+				}
+				plan.DryRunNote(g.stderr)
+				return out.printObjects(g.stdout, objs)
+			}
+			rc, err := remote.Connect()
+			if err != nil {
+				return err
+			}
+			if secretsOnly {
+				return plan.CopySecrets(ctx, rc, g.stdout)
+			}
+			if rc.Namespace != kube.DefaultNamespace {
+				return errors.New(notDefaultNamespace("register", rc) + "; or use --secrets-only")
+			}
+			return plan.Apply(ctx, rc, o, g.stdout)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Cluster, "cluster", "", "workload cluster name, a DNS-1123 label (required)")
+	mgmt = addSide(cmd, "mgmt", "management")
+	remote = addSide(cmd, "remote", "workload")
+	f.StringVar(&o.Endpoint, "endpoint", "", "issuance endpoint host:port as the workload cluster reaches it (default: the management Service's load balancer address; not needed with --secrets-only)")
+	f.StringVar(&o.ServerName, "server-name", "", "name the endpoint's certificate must carry (default: host of --endpoint)")
+	f.DurationVar(&o.Duration, "duration", 0, "lifetime of the relay client certificate (default: the profile's 720h)")
+	f.DurationVar(&o.RenewBefore, "renew-before", 0, "renew the client certificate this long before it expires (default: the profile's 240h)")
+	f.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long to wait for the client certificate")
+	f.BoolVar(&dryRun, "dry-run", false, "print the workload objects instead of writing them; the token Secret is never printed")
+	f.BoolVar(&secretsOnly, "secrets-only", false, "only copy ca.crt of the root and the token to the workload cluster (for GitOps installs of the rest)")
+	out = addOutput(cmd, "with --dry-run: the format of the printed objects", "yaml", "json", "jsonpath")
+	return cmd
+}
