@@ -21,12 +21,14 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/internal/clusterlist"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
@@ -491,6 +493,21 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 			eventually(t, 10*time.Second, "the endpoint refuses the revoked cluster", func(ctx context.Context) (bool, string, error) {
 				_, err := ic.Sign(ctx, goodRequest(t, cluster))
 				return issuance.ReasonOf(err) == policy.ReasonClusterRevoked, fmt.Sprintf("got %v", err), nil
+			})
+			waitRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) bool {
+				c := meta.FindStatusCondition(rc.Status.Conditions, relayv1.ClusterConditionRegistered)
+				return c != nil && c.Status == metav1.ConditionFalse && c.Reason == relayv1.ReasonClusterRevoked
+			})
+			eventually(t, 10*time.Second, "relay-cluster-list names the cluster as revoked", func(ctx context.Context) (bool, string, error) {
+				var sec corev1.Secret
+				if err := e.mgmt.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: relayv1.DefaultClusterListName}, &sec); err != nil {
+					return false, "", client.IgnoreNotFound(err)
+				}
+				m, err := clusterlist.Parse(sec.Data[relayv1.ClusterListKey])
+				if err != nil {
+					return false, "", err
+				}
+				return m[cluster].Revoked, string(sec.Data[relayv1.ClusterListKey]), nil
 			})
 		})
 		t.Run("after a generation bump the old token is stale and the new one works", func(t *testing.T) {
