@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -274,6 +275,30 @@ func TestRelayIssuer(t *testing.T) {
 		}
 		putSecret(t, c, "broken-signing", map[string][]byte{"tls.crt": inter.CertPEM(), "tls.key": inter.KeyPEM(t)})
 		waitIssuer(t, c, "broken", metav1.ConditionTrue, "")
+	})
+
+	t.Run("tokenScope Shared works as the seed did and carries a warning condition", func(t *testing.T) {
+		createIssuer(t, c, "shared", relayv1.CAIssuerSpec{TokenSecretRef: &relayv1.TokenSecretRef{}, TokenScope: relayv1.TokenScopeShared})
+		waitIssuer(t, c, "shared", metav1.ConditionTrue, "")
+		eventually(t, 15*time.Second, "the TokenScopeShared condition", func(ctx context.Context) (bool, string, error) {
+			var iss relayv1.RelayIssuer
+			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shared"}, &iss); err != nil {
+				return false, "", err
+			}
+			cond := meta.FindStatusCondition(iss.Status.Conditions, relayv1.IssuerConditionTokenScopeShared)
+			ready := meta.FindStatusCondition(iss.Status.Conditions, "Ready")
+			return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "any holder can claim any cluster") &&
+				ready != nil && ready.Status == metav1.ConditionTrue, fmt.Sprintf("conditions %+v", iss.Status.Conditions), nil
+		})
+		var def relayv1.RelayIssuer
+		createIssuer(t, c, "per-cluster", relayv1.CAIssuerSpec{TokenSecretRef: &relayv1.TokenSecretRef{}})
+		waitIssuer(t, c, "per-cluster", metav1.ConditionTrue, "")
+		if err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "per-cluster"}, &def); err != nil {
+			t.Fatal(err)
+		}
+		if def.Spec.CA.TokenScope != relayv1.TokenScopePerCluster || meta.FindStatusCondition(def.Status.Conditions, relayv1.IssuerConditionTokenScopeShared) != nil {
+			t.Fatalf("default issuer: scope %q, conditions %+v; want PerCluster and no warning", def.Spec.CA.TokenScope, def.Status.Conditions)
+		}
 	})
 
 	t.Run("generateToken creates the token once and never replaces one", func(t *testing.T) {

@@ -25,8 +25,10 @@ import (
 	"github.com/cert-manager/issuer-lib/controllers/signer"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -63,6 +65,9 @@ type Signer struct {
 	// MaxRemoteCalls bounds the remote signing calls in flight at once
 	// (DefaultMaxRemoteCalls when zero); more requests wait their turn.
 	MaxRemoteCalls int
+	// Recorder, when set, records an Event on the issuer when its token
+	// Secret is created (never with the value).
+	Recorder events.EventRecorder
 
 	remoteOnce sync.Once
 	remote     *remoteState
@@ -154,9 +159,18 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 	}
 	spec := full.CA
 	if spec.TokenSecretRef != nil && spec.GenerateToken {
-		if err := s.ensureToken(ctx, ns, spec.TokenSecretRef); err != nil {
+		created, err := s.ensureToken(ctx, ns, spec.TokenSecretRef)
+		if err != nil {
 			return err
 		}
+		if created && s.Recorder != nil {
+			name, _ := tokenRef(spec.TokenSecretRef)
+			s.Recorder.Eventf(iss, nil, corev1.EventTypeNormal, "TokenSecretCreated", "CreateTokenSecret",
+				"created the relay identity token Secret %s/%s with a new random root token (value not shown)", ns, name)
+		}
+	}
+	if err := s.markScope(ctx, iss, spec); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "setting the TokenScopeShared condition")
 	}
 	if _, err := s.loadCA(ctx, ns, spec); err != nil {
 		return err
@@ -171,15 +185,15 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 
 // ensureToken creates the token Secret when it does not exist. It never
 // updates an existing Secret: a lost race to create it is success.
-func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenSecretRef) error {
+func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenSecretRef) (bool, error) {
 	name, key := tokenRef(ref)
 	_, err := s.getSecret(ctx, ns, name)
 	if !errors.Is(err, errSecretMissing) {
-		return err // nil when the Secret exists: it is never touched
+		return false, err // nil when the Secret exists: it is never touched
 	}
 	tok, err := proof.GenerateToken()
 	if err != nil {
-		return err
+		return false, err
 	}
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -193,8 +207,45 @@ func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenS
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{key: tok},
 	}
-	if err := s.Client.Create(ctx, sec); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating the relay identity token Secret %s/%s: %w", ns, name, err)
+	if err := s.Client.Create(ctx, sec); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("creating the relay identity token Secret %s/%s: %w", ns, name, err)
+	}
+	return true, nil
+}
+
+// markScope keeps the TokenScopeShared warning condition on a CA-mode
+// issuer in step with its tokenScope. It patches only when the condition
+// must change, so issuer-lib's Ready condition is left alone.
+func (s *Signer) markScope(ctx context.Context, iss issuerapi.Issuer, spec *relayv1.CAIssuerSpec) error {
+	shared := ScopeOf(spec) == proof.ScopeShared
+	cur := meta.FindStatusCondition(iss.GetConditions(), relayv1.IssuerConditionTokenScopeShared)
+	if (shared && cur != nil && cur.Status == metav1.ConditionTrue) || (!shared && cur == nil) {
+		return nil
+	}
+	conds := statusConditions(iss)
+	if conds == nil {
+		return nil
+	}
+	base := iss.DeepCopyObject().(client.Object)
+	if shared {
+		meta.SetStatusCondition(conds, metav1.Condition{Type: relayv1.IssuerConditionTokenScopeShared, Status: metav1.ConditionTrue,
+			Reason: "SharedToken", ObservedGeneration: iss.GetGeneration(),
+			Message: "tokenScope is Shared: every workload cluster holds the same token, and any holder can claim any cluster name; use PerCluster"})
+	} else {
+		meta.RemoveStatusCondition(conds, relayv1.IssuerConditionTokenScopeShared)
+	}
+	return s.Client.Status().Patch(ctx, iss, client.MergeFrom(base))
+}
+
+func statusConditions(iss issuerapi.Issuer) *[]metav1.Condition {
+	switch i := iss.(type) {
+	case *relayv1.RelayIssuer:
+		return &i.Status.Conditions
+	case *relayv1.RelayClusterIssuer:
+		return &i.Status.Conditions
 	}
 	return nil
 }
