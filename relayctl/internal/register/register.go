@@ -339,7 +339,7 @@ func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.W
 		if i == 0 {
 			fmt.Fprintf(progress, "  copied ca.crt of the management root to Secret %s/%s (nothing else of the root)\n", remote.Namespace, s.Name)
 		} else {
-			fmt.Fprintf(progress, "  wrote the cluster's own token (derived, never the root token) to Secret %s/%s (value not shown)\n", remote.Namespace, s.Name)
+			fmt.Fprintf(progress, "  copied the relay identity token to Secret %s/%s (this cluster's own token, never the root token; value not shown)\n", remote.Namespace, s.Name)
 		}
 	}
 	return nil
