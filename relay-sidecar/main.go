@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/relaytls/relaytls/internal/access"
+	"github.com/relaytls/relaytls/internal/clusterlist"
 	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/internal/version"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
@@ -87,7 +88,18 @@ func run(fs *flag.FlagSet, cfg *config.Config) error {
 	}
 	var r role
 	if cfg.Role == "server" {
+		var clusters server.ClusterList
+		if cfg.ClusterList != "" {
+			cl, err := clusterlist.NewReader(cfg.ClusterList, log)
+			if err != nil {
+				return err
+			}
+			cl.OnResult = func(result string) { m.Reload(result, "cluster_list") }
+			go func() { _ = cl.Run(ctx, cfg.ReloadPoll) }()
+			clusters = cl
+		}
 		s, err := server.New(server.Config{
+			TokenScope: cfg.Scope(), Clusters: clusters,
 			Mode: cfg.Mode, Upstream: cfg.Upstream, ProxyProtocol: cfg.ProxyProtocol,
 			Creds: reloader, TLS: tlsOpts, KeepaliveMinTime: cfg.KeepaliveMinTime,
 			PingInterval: cfg.ServerPingInterval, ResumeWindow: cfg.Window(), ResumeBuffer: cfg.ResumeBuffer,

@@ -235,6 +235,15 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
+		listed := false
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) >= 4 && f[0] == "east" && f[1] == "1" && f[2] == "false" {
+				listed = true
+			}
+		}
+		if !strings.Contains(out, "GENERATION") || !listed {
+			t.Errorf("status does not list the registered cluster east (generation 1, not revoked):\n%s", out)
+		}
 		for _, w := range []string{"role management, mode mtls-self-signed", "role workload, mode mtls-self-signed, cluster east", "relay-client", "relay-tls-client-secret", "relaytls-intermediate", "remote → " + endpointAddr} {
 			if !strings.Contains(out, w) {
 				t.Errorf("status lacks %q:\n%s", w, out)

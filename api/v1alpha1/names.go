@@ -7,6 +7,22 @@ const (
 	DefaultRootSecretName    = "relay-root-tls-secret"
 	DefaultTokenSecretName   = "relay-identity-token-secret"
 	DefaultTokenSecretKey    = "token"
+	// PreviousTokenSecretKey holds the root token being rotated out; proofs
+	// made with it (or cluster tokens derived from it) are accepted until it
+	// is removed.
+	PreviousTokenSecretKey = "token.previous"
+	// DefaultClusterListName is the ConfigMap relay-issuer publishes for the
+	// server sidecar: revoked clusters and token generations (SPEC section 8).
+	DefaultClusterListName = "relay-cluster-list"
+	// ClusterListKey is the ConfigMap key holding the list.
+	ClusterListKey = "clusters.json"
+)
+
+// Issuer condition types besides issuer-lib's Ready.
+const (
+	// IssuerConditionTokenScopeShared is a warning condition on a CA-mode
+	// issuer with tokenScope Shared: any token holder can claim any cluster.
+	IssuerConditionTokenScopeShared = "TokenScopeShared"
 )
 
 // Annotations that a CertificateRequest signed by a CA-mode issuer carries.

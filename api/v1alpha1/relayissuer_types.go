@@ -67,6 +67,26 @@ type CAIssuerSpec struct {
 	// +optional
 	MaxDuration *metav1.Duration `json:"maxDuration,omitempty"`
 
+	// tokenScope says what a workload cluster's token is. PerCluster (the
+	// default): each cluster holds only its cluster token, derived from the
+	// root token in tokenSecretRef, its name and its RelayCluster's
+	// tokenGeneration, so a token proves one cluster and no other. Shared:
+	// every cluster holds the root token itself (the seed's literal flow), and
+	// any holder can claim any cluster name; the issuer then reports a
+	// TokenScopeShared warning condition.
+	// +kubebuilder:validation:Enum=PerCluster;Shared
+	// +kubebuilder:default=PerCluster
+	// +optional
+	TokenScope TokenScope `json:"tokenScope,omitempty"`
+
+	// requireRegistration makes the issuer sign only for clusters that have a
+	// RelayCluster in the issuer's Secret namespace and are not revoked. The
+	// shipped profiles turn it on. When off, an unregistered cluster is
+	// treated as generation 1 and never revoked; a registered one is still
+	// checked.
+	// +optional
+	RequireRegistration bool `json:"requireRegistration,omitempty"`
+
 	// trustDomain, when set, allows (but does not require) one URI SAN of the
 	// form spiffe://<trustDomain>/cluster/<cluster name>.
 	// +kubebuilder:validation:MaxLength=255
@@ -74,6 +94,15 @@ type CAIssuerSpec struct {
 	// +optional
 	TrustDomain string `json:"trustDomain,omitempty"`
 }
+
+// TokenScope is PerCluster or Shared.
+type TokenScope string
+
+// Token scopes.
+const (
+	TokenScopePerCluster TokenScope = "PerCluster"
+	TokenScopeShared     TokenScope = "Shared"
+)
 
 // TokenSecretRef names a key of a Secret holding a relay identity token.
 type TokenSecretRef struct {

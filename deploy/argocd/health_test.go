@@ -154,3 +154,39 @@ func TestArgoCDConfigMap(t *testing.T) {
 		}
 	}
 }
+
+func TestRelayClusterHealth(t *testing.T) {
+	b, err := os.ReadFile("relaycluster-health.lua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := string(b)
+	const head = "apiVersion: relaytls.io/v1alpha1\nkind: RelayCluster\nmetadata:\n  name: cluster-1\n  generation: 2\n"
+	for _, tc := range []struct{ name, resource, status, message string }{
+		{"no status", head + "spec: {}\n", "Progressing", "Registered condition"},
+		{"registered", head + "status:\n  conditions:\n  - type: Registered\n    status: \"True\"\n    reason: Registered\n    message: ok\n    observedGeneration: 2\n", "Healthy", "Registered: ok"},
+		{"stale", head + "status:\n  conditions:\n  - type: Registered\n    status: \"True\"\n    reason: Registered\n    observedGeneration: 1\n", "Progressing", "generation 2"},
+		{"revoked", head + "spec:\n  revoked: true\nstatus:\n  conditions:\n  - type: Registered\n    status: \"False\"\n    reason: ClusterRevoked\n    observedGeneration: 2\n", "Suspended", "Revoked"},
+		{"not registered", head + "status:\n  conditions:\n  - type: Registered\n    status: \"False\"\n    reason: Other\n    message: broken\n    observedGeneration: 2\n", "Degraded", "broken"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, msg := health(t, script, tc.resource)
+			if status != tc.status || !strings.Contains(msg, tc.message) {
+				t.Errorf("health = %s %q, want %s with %q", status, msg, tc.status, tc.message)
+			}
+		})
+	}
+	cm, err := os.ReadFile("argocd-cm.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := yaml.Unmarshal(cm, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Data["resource.customizations.health.relaytls.io_RelayCluster"] != script {
+		t.Error("argocd-cm.yaml does not install relaycluster-health.lua for RelayCluster")
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/relaytls/relaytls/deploy/profiles"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/provider"
+	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 )
 
@@ -291,6 +292,16 @@ func apply(ctx context.Context, c provider.Cluster, objs []*unstructured.Unstruc
 	return nil
 }
 
+// clusterToken is the cluster token (generation 1) of cluster under root.
+func clusterToken(t testing.TB, root []byte, cluster string) []byte {
+	t.Helper()
+	ct, err := proof.ClusterToken(proof.Token(root), cluster, proof.DefaultGeneration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ct
+}
+
 // NewToken returns a random relay identity token, as a user would make one
 // (32 bytes of entropy).
 func NewToken() []byte {
@@ -331,7 +342,8 @@ func (in *Installation) userSecrets(ctx context.Context) error {
 		puts = append(puts,
 			secretPut{in.Mgmt, "user-server-ca", caSecret("user server CA")},
 			secretPut{in.Mgmt, TokenSecret, map[string][]byte{"token": tok}},
-			secretPut{in.Workload, TokenSecret, map[string][]byte{"token": tok}})
+			// The workload cluster holds its own cluster token, never the root (SPEC §4).
+			secretPut{in.Workload, TokenSecret, map[string][]byte{"token": clusterToken(t, tok, ClusterName)}})
 	case 5:
 		inter := testpki.Intermediate(t, root, "user intermediate CA")
 		server := testpki.Issue(t, root, testpki.Options{CommonName: ServerName, DNSNames: []string{ServerName}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})

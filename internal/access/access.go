@@ -44,6 +44,11 @@ const (
 	ReasonExpired         = "expired"
 	ReasonNotYetValid     = "not_yet_valid"
 	ReasonWrongUsage      = "wrong_usage"
+	ReasonNoEKU           = "no_extended_key_usage"
+	ReasonPeerIsCA        = "peer_is_ca"
+	ReasonRevoked         = "cluster_revoked"
+	ReasonStaleGeneration = "stale_token_generation"
+	ReasonScopeMismatch   = "token_scope_mismatch"
 	ReasonNoIdentity      = "no_identity"
 	ReasonServerName      = "server_name_mismatch"
 	ReasonModeMismatch    = "mode_mismatch"
@@ -125,8 +130,17 @@ func verifyChain(certs []*x509.Certificate, roots *x509.CertPool, usage x509.Ext
 	if now.After(leaf.NotAfter) {
 		return refuse(ReasonExpired, "certificate (serial %s) expired at %s", serial, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	if len(leaf.ExtKeyUsage) > 0 && !hasUsage(leaf, usage) {
+	// SPEC section 6: the usage must be explicit. A certificate with no
+	// extended key usage (which crypto/x509 would take for any usage) or with
+	// only "any" is refused, and so is a CA certificate as a peer identity.
+	if len(leaf.ExtKeyUsage) == 0 {
+		return refuse(ReasonNoEKU, "certificate (serial %s) has no extended key usage; a relay %s certificate must carry %s explicitly", serial, peerRole(usage), usageName(usage))
+	}
+	if !hasUsage(leaf, usage) {
 		return refuse(ReasonWrongUsage, "certificate (serial %s) lacks the %s extended key usage", serial, usageName(usage))
+	}
+	if leaf.IsCA {
+		return refuse(ReasonPeerIsCA, "certificate (serial %s, subject %q) is a CA certificate; a relay %s certificate must not be a CA", serial, leaf.Subject.String(), peerRole(usage))
 	}
 	if roots == nil {
 		return refuse(ReasonNoMaterial, "no trust bundle is loaded to verify the peer")
@@ -157,13 +171,22 @@ func verifyChain(certs []*x509.Certificate, roots *x509.CertPool, usage x509.Ext
 	return refuse(ReasonUntrusted, "certificate (serial %s) does not verify: %v", serial, err)
 }
 
+// hasUsage reports whether the leaf names usage explicitly ("any" does not
+// count).
 func hasUsage(c *x509.Certificate, u x509.ExtKeyUsage) bool {
 	for _, x := range c.ExtKeyUsage {
-		if x == u || x == x509.ExtKeyUsageAny {
+		if x == u {
 			return true
 		}
 	}
 	return false
+}
+
+func peerRole(u x509.ExtKeyUsage) string {
+	if u == x509.ExtKeyUsageClientAuth {
+		return "agent (client)"
+	}
+	return "server"
 }
 
 func usageName(u x509.ExtKeyUsage) string {
@@ -245,4 +268,31 @@ func CheckProof(tokens []proof.Token, cluster string, exporter []byte, presented
 		return refuse(ReasonNoMaterial, "this server has no relay identity token loaded")
 	}
 	return refuse(ReasonOther, "tunnel proof check failed")
+}
+
+// CheckTunnelProof verifies a tunnel proof with the cluster's keys and, when
+// it fails, names a proof made with an older token generation or for the
+// other token scope (roots are the server's root tokens, used for that
+// explanation only).
+func CheckTunnelProof(keys []proof.Token, scope proof.Scope, roots []proof.Token, cluster string, generation int64, exporter []byte, presented string) error {
+	err := CheckProof(keys, cluster, exporter, presented)
+	var r *Refusal
+	if err == nil || !errors.As(err, &r) || r.Reason != ReasonInvalidProof {
+		return err
+	}
+	check := func(k []proof.Token) error { return proof.VerifyTunnel(k, cluster, exporter, presented) }
+	switch proof.Explain(scope, roots, cluster, generation, check) {
+	case proof.MismatchStaleGeneration:
+		return refuse(ReasonStaleGeneration, "cluster %q sent a tunnel proof made with a token of an older generation (now %d); give the cluster its new token", cluster, generation)
+	case proof.MismatchScope:
+		return refuse(ReasonScopeMismatch, "cluster %q sent a tunnel proof for the other token scope (this server runs --token-scope=%s)", cluster, scopeFlag(scope))
+	}
+	return err
+}
+
+func scopeFlag(s proof.Scope) string {
+	if s == proof.ScopeShared {
+		return "shared"
+	}
+	return "per-cluster"
 }

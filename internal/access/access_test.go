@@ -146,3 +146,40 @@ func TestClassifyHandshake(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerCertificateAttacks: certificates a reviewer would try as a relay
+// identity (SPEC section 6), each refused with its own reason.
+func TestPeerCertificateAttacks(t *testing.T) {
+	root := testpki.Root(t, "relay root")
+	roots := x509.NewCertPool()
+	roots.AddCert(root.Cert)
+	now := time.Now()
+	type testCase struct {
+		name   string
+		cert   *testpki.Cert
+		server bool
+		reason string
+	}
+	for _, tc := range []testCase{
+		{name: "client cert with no EKU", cert: testpki.Issue(t, root, testpki.Options{DNSNames: []string{"cluster-a"}}), reason: ReasonNoEKU},
+		{name: "client cert with only the any EKU", cert: testpki.Issue(t, root, testpki.Options{DNSNames: []string{"cluster-a"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}), reason: ReasonWrongUsage},
+		{name: "CA certificate with client auth", cert: testpki.Issue(t, root, testpki.Options{DNSNames: []string{"cluster-a"}, IsCA: true, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), reason: ReasonPeerIsCA},
+		{name: "server cert with no EKU", server: true, cert: testpki.Issue(t, root, testpki.Options{DNSNames: []string{"relay.example"}}), reason: ReasonNoEKU},
+		{name: "server cert with client auth only", server: true, cert: testpki.Issue(t, root, testpki.Options{DNSNames: []string{"relay.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), reason: ReasonWrongUsage},
+		{name: "good client cert", cert: testpki.Issue(t, root, testpki.Options{DNSNames: []string{"cluster-a"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})},
+		{name: "good server cert", server: true, cert: testpki.Issue(t, root, testpki.Options{DNSNames: []string{"relay.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chain := []*x509.Certificate{tc.cert.Cert}
+			var err error
+			if tc.server {
+				err = VerifyServer(chain, roots, "relay.example", now)
+			} else {
+				_, err = VerifyClient(chain, roots, now)
+			}
+			if got := ReasonOf(err); got != tc.reason {
+				t.Fatalf("reason %q (%v), want %q", got, err, tc.reason)
+			}
+		})
+	}
+}

@@ -323,6 +323,9 @@ func validateCert(g *Generation, r *raw, exp Expect, now time.Time) error {
 	if exp.Role == RoleAgent {
 		usage = x509.ExtKeyUsageClientAuth
 	}
+	if leaf.IsCA {
+		return errf(ReasonUsage, "%s (serial %s) is a CA certificate; a %s certificate must not be a CA", r.certPath, leaf.SerialNumber.Text(16), exp.Role)
+	}
 	if !HasUsage(leaf, usage) {
 		return errf(ReasonUsage, "%s (serial %s) lacks the %s extended key usage a %s needs", r.certPath, leaf.SerialNumber.Text(16), usageName(usage), exp.Role)
 	}
@@ -355,12 +358,11 @@ func validateCert(g *Generation, r *raw, exp Expect, now time.Time) error {
 // and types but never key material.
 func safeTLSErr(err error) string { return err.Error() }
 
-// HasUsage reports whether c allows usage (no EKU or "any" allow all).
+// HasUsage reports whether c names usage explicitly. A certificate with no
+// extended key usage, or with only "any", does not: the peer would refuse it
+// (SPEC section 6), so it is refused before it is swapped in.
 func HasUsage(c *x509.Certificate, usage x509.ExtKeyUsage) bool {
-	if len(c.ExtKeyUsage) == 0 {
-		return true
-	}
-	return slices.Contains(c.ExtKeyUsage, usage) || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny)
+	return slices.Contains(c.ExtKeyUsage, usage)
 }
 
 func usageName(u x509.ExtKeyUsage) string {

@@ -40,7 +40,7 @@ var (
 	// ErrNoToken is returned when a token is empty after trimming.
 	ErrNoToken = errors.New("the relay identity token is empty")
 	// ErrShortToken is returned when a token is shorter than MinTokenLength.
-	ErrShortToken = fmt.Errorf("the relay identity token is shorter than %d bytes", MinTokenLength)
+	ErrShortToken = fmt.Errorf("the relay identity token is shorter than %d bytes; make one with 32 random bytes, for example `head -c 32 /dev/urandom | base64`, or let relaytls generate it", MinTokenLength)
 	// ErrMissingProof is returned when no proof was presented.
 	ErrMissingProof = errors.New("no identity proof was presented")
 	// ErrMalformedProof is returned when a proof is not base64url of 32 bytes.

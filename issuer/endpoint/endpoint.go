@@ -484,7 +484,9 @@ func outcome(cr *cmapi.CertificateRequest) (*issuance.SignResponse, error, bool)
 		reason, msg = inv.Reason, inv.Message
 	}
 	code := codes.InvalidArgument
-	if reason == policy.ReasonInvalidIdentityProof || reason == policy.ReasonMissingIdentityProof {
+	switch reason {
+	case policy.ReasonInvalidIdentityProof, policy.ReasonMissingIdentityProof, policy.ReasonClusterRevoked,
+		policy.ReasonClusterNotRegistered, policy.ReasonStaleTokenGeneration, policy.ReasonTokenScopeMismatch:
 		code = codes.PermissionDenied
 	}
 	return nil, issuance.Refusal(code, reason, msg), true

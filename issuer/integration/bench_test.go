@@ -32,7 +32,6 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/localcluster"
-	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
@@ -165,7 +164,7 @@ func enrollAll(t *testing.T, ic *issuance.Client, n int, csrs [][]byte) ([]time.
 			cluster := fmt.Sprintf("bench-%d-%d", n, i)
 			t0 := time.Now()
 			_, errs[i] = ic.Sign(t.Context(), &issuance.SignRequest{
-				Cluster: cluster, CSR: testpki.CSRPEM(csrs[i]), Proof: proof.Identity(proof.Token(token), cluster, csrs[i]),
+				Cluster: cluster, CSR: testpki.CSRPEM(csrs[i]), Proof: clusterProof(t, token, cluster, csrs[i]),
 				Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600,
 			})
 			lat[i] = time.Since(t0)

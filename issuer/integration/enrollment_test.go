@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -20,12 +21,14 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/internal/clusterlist"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
@@ -81,15 +84,15 @@ func (e *enrollment) serve(t *testing.T) {
 	runIssuer(t, e.wl, app.Options{})
 }
 
-// register copies what a workload cluster needs (the root's ca.crt and the
-// token, nothing else) and creates the remote issuer and the relay-client
+// register copies what a workload cluster needs (the root's ca.crt and its
+// own cluster token, never the root token) and creates the remote issuer and the relay-client
 // Certificate, as `relayctl register` will.
 func (e *enrollment) register(t *testing.T, cluster string) {
 	t.Helper()
 	root := getSecret(t, e.mgmt.Client, "relay-root-tls-secret")
 	tok := getSecret(t, e.mgmt.Client, "relay-identity-token-secret")
 	createSecret(t, e.wl, "relay-root-tls-secret", map[string][]byte{"ca.crt": root.Data["ca.crt"]})
-	createSecret(t, e.wl, "relay-identity-token-secret", map[string][]byte{"token": tok.Data["token"]})
+	createSecret(t, e.wl, "relay-identity-token-secret", map[string][]byte{"token": clusterToken(t, tok.Data["token"], cluster, 1)})
 	createRemoteIssuer(t, e.wl, "relay", cluster, e.addr, nil)
 	waitIssuer(t, e.wl, "relay", metav1.ConditionTrue, "")
 	createClientCertificate(t, e.wl, "relay-client", "relay-tls-client-secret", "relay", cluster)
@@ -340,13 +343,19 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		}
 	})
 
-	t.Run("a cluster name that does not match the CSR is refused", func(t *testing.T) {
+	t.Run("cluster-1's token cannot claim another cluster's name", func(t *testing.T) {
+		// The workload cluster holds cluster-1's cluster token and names
+		// cluster-3: the proof is checked with cluster-3's key and fails,
+		// before the CSR's names are even looked at.
 		createRemoteIssuer(t, e.wl, "mismatch", "cluster-3", e.addr, nil)
 		waitIssuer(t, e.wl, "mismatch", metav1.ConditionTrue, "")
 		createClientCertificate(t, e.wl, "mismatch-client", "mismatch-client-tls", "mismatch", "cluster-1")
 		cr := waitCertificateRequestFor(t, e.wl, "mismatch-client")
-		if inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonIdentityMismatch {
-			t.Fatalf("InvalidRequest condition %+v; want reason %s", inv, policy.ReasonIdentityMismatch)
+		if inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonInvalidIdentityProof || !strings.Contains(inv.Message, `"cluster-3"`) {
+			t.Fatalf("InvalidRequest condition %+v; want reason %s naming cluster-3", inv, policy.ReasonInvalidIdentityProof)
+		}
+		if strings.Contains(cr.Status.Conditions[0].Message, string(getSecret(t, e.wl.Client, "relay-identity-token-secret").Data["token"])) {
+			t.Fatal("the refusal shows the token")
 		}
 	})
 
@@ -378,7 +387,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 	ic := issuance.NewClient(cc)
 	goodRequest := func(t *testing.T, cluster string) *issuance.SignRequest {
 		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{cluster}})
-		return &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: proof.Identity(proof.Token(token), cluster, der),
+		return &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: clusterProof(t, token, cluster, der),
 			Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
 	}
 
@@ -448,6 +457,106 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		}
 		waitNoEnrollmentRequests(t, e.mgmt)
 	})
+
+	t.Run("inventory: revocation, generation bump and scope are enforced by the endpoint", func(t *testing.T) {
+		const cluster = "inventory-1"
+		rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cluster}}
+		if err := e.mgmt.Client.Create(t.Context(), rc); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ic.Sign(t.Context(), goodRequest(t, cluster)); err != nil {
+			t.Fatalf("a registered cluster with its own token: %v", err)
+		}
+		waitRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) bool {
+			return rc.Status.LastCertificateSerial != "" && rc.Status.LastCertificateNotAfter != nil
+		})
+
+		sign := func(t *testing.T, req *issuance.SignRequest, wantReason string) {
+			t.Helper()
+			before := countRequests(t, e.mgmt)
+			_, err := ic.Sign(t.Context(), req)
+			if status.Code(err) != codes.PermissionDenied || issuance.ReasonOf(err) != wantReason {
+				t.Fatalf("got %v (reason %q); want PermissionDenied %s", err, issuance.ReasonOf(err), wantReason)
+			}
+			if after := countRequests(t, e.mgmt); after > before {
+				t.Fatalf("a refused call created a CertificateRequest (%d -> %d)", before, after)
+			}
+		}
+		t.Run("the root token itself (shared scope) is refused by a per-cluster issuer", func(t *testing.T) {
+			req := goodRequest(t, cluster)
+			block, _ := pem.Decode(req.CSR)
+			req.Proof = proof.Identity(proof.Token(token), cluster, block.Bytes)
+			sign(t, req, policy.ReasonTokenScopeMismatch)
+		})
+		t.Run("a revoked cluster is refused", func(t *testing.T) {
+			patchRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) { rc.Spec.Revoked = true })
+			eventually(t, 10*time.Second, "the endpoint refuses the revoked cluster", func(ctx context.Context) (bool, string, error) {
+				_, err := ic.Sign(ctx, goodRequest(t, cluster))
+				return issuance.ReasonOf(err) == policy.ReasonClusterRevoked, fmt.Sprintf("got %v", err), nil
+			})
+			waitRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) bool {
+				c := meta.FindStatusCondition(rc.Status.Conditions, relayv1.ClusterConditionRegistered)
+				return c != nil && c.Status == metav1.ConditionFalse && c.Reason == relayv1.ReasonClusterRevoked
+			})
+			eventually(t, 10*time.Second, "relay-cluster-list names the cluster as revoked", func(ctx context.Context) (bool, string, error) {
+				var sec corev1.Secret
+				if err := e.mgmt.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: relayv1.DefaultClusterListName}, &sec); err != nil {
+					return false, "", client.IgnoreNotFound(err)
+				}
+				m, err := clusterlist.Parse(sec.Data[relayv1.ClusterListKey])
+				if err != nil {
+					return false, "", err
+				}
+				return m[cluster].Revoked, string(sec.Data[relayv1.ClusterListKey]), nil
+			})
+		})
+		t.Run("after a generation bump the old token is stale and the new one works", func(t *testing.T) {
+			patchRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) { rc.Spec.Revoked = false; rc.Spec.TokenGeneration = 2 })
+			eventually(t, 10*time.Second, "the endpoint refuses the old generation", func(ctx context.Context) (bool, string, error) {
+				_, err := ic.Sign(ctx, goodRequest(t, cluster))
+				return issuance.ReasonOf(err) == policy.ReasonStaleTokenGeneration, fmt.Sprintf("got %v", err), nil
+			})
+			req := goodRequest(t, cluster)
+			block, _ := pem.Decode(req.CSR)
+			req.Proof = proof.Identity(proof.Token(clusterToken(t, []byte(token), cluster, 2)), cluster, block.Bytes)
+			if _, err := ic.Sign(t.Context(), req); err != nil {
+				t.Fatalf("the generation-2 token: %v", err)
+			}
+		})
+	})
+}
+
+func patchRelayCluster(t *testing.T, c *localcluster.Cluster, name string, mutate func(*relayv1.RelayCluster)) {
+	t.Helper()
+	var rc relayv1.RelayCluster
+	if err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &rc); err != nil {
+		t.Fatal(err)
+	}
+	base := rc.DeepCopy()
+	mutate(&rc)
+	if err := c.Client.Patch(t.Context(), &rc, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitRelayCluster(t *testing.T, c *localcluster.Cluster, name string, ok func(*relayv1.RelayCluster) bool) {
+	t.Helper()
+	eventually(t, 15*time.Second, "RelayCluster "+name+" status", func(ctx context.Context) (bool, string, error) {
+		var rc relayv1.RelayCluster
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &rc); err != nil {
+			return false, "", err
+		}
+		return ok(&rc), fmt.Sprintf("status %+v", rc.Status), nil
+	})
+}
+
+func countRequests(t *testing.T, c *localcluster.Cluster) int {
+	t.Helper()
+	var l cmapi.CertificateRequestList
+	if err := c.Client.List(t.Context(), &l, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	return len(l.Items)
 }
 
 func pool(certs ...*x509.Certificate) *x509.CertPool {

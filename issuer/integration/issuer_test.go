@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -54,7 +55,7 @@ func TestRelayIssuer(t *testing.T) {
 
 	t.Run("a request with a valid proof is signed", func(t *testing.T) {
 		der, key := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"cluster-1"}})
-		p := proof.Identity(proof.Token(token), "cluster-1", der)
+		p := clusterProof(t, token, "cluster-1", der)
 		proofs = append(proofs, p)
 		createCR(t, c, crOptions{name: "signed", issuer: "relay", csrPEM: testpki.CSRPEM(der), cluster: "cluster-1", proof: p, duration: 2000 * time.Hour})
 		cr := waitCR(t, c, "signed")
@@ -161,9 +162,9 @@ func TestRelayIssuer(t *testing.T) {
 				switch tc.proofToken {
 				case "-":
 				case "":
-					p = proof.Identity(proof.Token(token), proofCluster, proofCSR)
+					p = clusterProof(t, token, proofCluster, proofCSR)
 				default:
-					p = proof.Identity(proof.Token(tc.proofToken), proofCluster, proofCSR)
+					p = clusterProof(t, tc.proofToken, proofCluster, proofCSR)
 				}
 				if p != "" {
 					proofs = append(proofs, p)
@@ -200,7 +201,7 @@ func TestRelayIssuer(t *testing.T) {
 			}
 			name = fmt.Sprintf("denied-%d", attempt)
 			der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"cluster-1"}})
-			p := proof.Identity(proof.Token(token), "cluster-1", der)
+			p := clusterProof(t, token, "cluster-1", der)
 			proofs = append(proofs, p)
 			cr := createCR(t, c, crOptions{name: name, issuer: "relay", csrPEM: testpki.CSRPEM(der), cluster: "cluster-1", proof: p})
 			cr.Status.Conditions = append(cr.Status.Conditions, cmapi.CertificateRequestCondition{
@@ -277,6 +278,30 @@ func TestRelayIssuer(t *testing.T) {
 		waitIssuer(t, c, "broken", metav1.ConditionTrue, "")
 	})
 
+	t.Run("tokenScope Shared works as the seed did and carries a warning condition", func(t *testing.T) {
+		createIssuer(t, c, "shared", relayv1.CAIssuerSpec{TokenSecretRef: &relayv1.TokenSecretRef{}, TokenScope: relayv1.TokenScopeShared})
+		waitIssuer(t, c, "shared", metav1.ConditionTrue, "")
+		eventually(t, 15*time.Second, "the TokenScopeShared condition", func(ctx context.Context) (bool, string, error) {
+			var iss relayv1.RelayIssuer
+			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shared"}, &iss); err != nil {
+				return false, "", err
+			}
+			cond := meta.FindStatusCondition(iss.Status.Conditions, relayv1.IssuerConditionTokenScopeShared)
+			ready := meta.FindStatusCondition(iss.Status.Conditions, "Ready")
+			return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "any holder can claim any cluster") &&
+				ready != nil && ready.Status == metav1.ConditionTrue, fmt.Sprintf("conditions %+v", iss.Status.Conditions), nil
+		})
+		var def relayv1.RelayIssuer
+		createIssuer(t, c, "per-cluster", relayv1.CAIssuerSpec{TokenSecretRef: &relayv1.TokenSecretRef{}})
+		waitIssuer(t, c, "per-cluster", metav1.ConditionTrue, "")
+		if err := c.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "per-cluster"}, &def); err != nil {
+			t.Fatal(err)
+		}
+		if def.Spec.CA.TokenScope != relayv1.TokenScopePerCluster || meta.FindStatusCondition(def.Status.Conditions, relayv1.IssuerConditionTokenScopeShared) != nil {
+			t.Fatalf("default issuer: scope %q, conditions %+v; want PerCluster and no warning", def.Spec.CA.TokenScope, def.Status.Conditions)
+		}
+	})
+
 	t.Run("generateToken creates the token once and never replaces one", func(t *testing.T) {
 		createIssuer(t, c, "gen", relayv1.CAIssuerSpec{TokenSecretRef: &relayv1.TokenSecretRef{Name: "gen-token"}, GenerateToken: true})
 		waitIssuer(t, c, "gen", metav1.ConditionTrue, "")
@@ -327,7 +352,7 @@ func TestRelayIssuer(t *testing.T) {
 			return r.Status == metav1.ConditionTrue, r.Message, nil
 		})
 		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"cluster-7"}})
-		p := proof.Identity(proof.Token(token), "cluster-7", der)
+		p := clusterProof(t, token, "cluster-7", der)
 		proofs = append(proofs, p)
 		createCR(t, c, crOptions{name: "via-cluster-issuer", issuer: "relay-cluster", kind: "RelayClusterIssuer", csrPEM: testpki.CSRPEM(der), cluster: "cluster-7", proof: p})
 		got := waitCR(t, c, "via-cluster-issuer")

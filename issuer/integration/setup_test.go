@@ -22,6 +22,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
 	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/app"
 )
 
@@ -293,4 +294,29 @@ func parseChain(t *testing.T, pemBytes []byte) []*x509.Certificate {
 		t.Fatalf("decoding chain: %v", err)
 	}
 	return certs
+}
+
+// clusterProof is the identity proof a workload cluster holding its own
+// cluster token (generation 1, derived from root) makes for a CSR (DER).
+func clusterProof(t testing.TB, root, cluster string, csrDER []byte) string {
+	t.Helper()
+	ct, err := proof.ClusterToken(proof.Token(root), cluster, proof.DefaultGeneration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proof.Identity(ct, cluster, csrDER)
+}
+
+// clusterToken is the cluster token of cluster (generation gen) under root.
+func clusterToken(t testing.TB, root []byte, cluster string, gen int64) []byte {
+	t.Helper()
+	r, err := proof.ParseToken(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := proof.ClusterToken(r, cluster, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ct
 }

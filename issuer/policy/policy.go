@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -64,6 +65,17 @@ const (
 	ReasonForbiddenUsage       = "ForbiddenUsage"
 	ReasonMissingClientAuth    = "MissingClientAuthUsage"
 	ReasonInvalidDuration      = "InvalidDuration"
+	// ReasonClusterRevoked: the cluster's RelayCluster has spec.revoked.
+	ReasonClusterRevoked = "ClusterRevoked"
+	// ReasonClusterNotRegistered: the issuer requires registration and the
+	// cluster has no RelayCluster.
+	ReasonClusterNotRegistered = "ClusterNotRegistered"
+	// ReasonStaleTokenGeneration: the proof was made with a token of an
+	// older generation of this cluster (its tokenGeneration was bumped).
+	ReasonStaleTokenGeneration = "StaleTokenGeneration"
+	// ReasonTokenScopeMismatch: the proof was made for the other token scope
+	// (the root token against a per-cluster issuer, or the reverse).
+	ReasonTokenScopeMismatch = "TokenScopeMismatch"
 )
 
 // RSA key sizes accepted. The upper bound keeps a request from costing the
@@ -120,6 +132,44 @@ func CheckCluster(cluster string) error {
 		return refuse(ReasonInvalidCluster, "the relaytls.io/cluster annotation is invalid: %v", err)
 	}
 	return nil
+}
+
+// Identity is what a cluster's identity proof is checked against.
+type Identity struct {
+	// Scope is the issuer's token scope.
+	Scope proof.Scope
+	// Roots are the root tokens: token and, during a rotation, token.previous.
+	Roots []proof.Token
+	// Generation is the cluster's token generation (1 when unregistered).
+	Generation int64
+}
+
+// CheckClusterProof checks an identity proof with the keys of the named
+// cluster only (SPEC section 4): in PerCluster scope the cluster tokens
+// derived for its name and generation, in Shared scope the root tokens.
+// A refused proof made with an older generation or for the other scope gets
+// its own reason.
+func CheckClusterProof(id Identity, cluster string, csrDER []byte, presented string) error {
+	keys, err := proof.Keys(id.Scope, id.Roots, cluster, id.Generation)
+	if err != nil {
+		return refuse(ReasonInvalidIdentityProof, "the identity proof cannot be checked: %v", err)
+	}
+	err = CheckProof(keys, cluster, csrDER, presented)
+	var r *Refusal
+	if err == nil || !errors.As(err, &r) || r.Reason != ReasonInvalidIdentityProof || proof.VerifyIdentity(keys, cluster, csrDER, presented) != proof.ErrInvalidProof {
+		return err
+	}
+	check := func(k []proof.Token) error { return proof.VerifyIdentity(k, cluster, csrDER, presented) }
+	switch proof.Explain(id.Scope, id.Roots, cluster, id.Generation, check) {
+	case proof.MismatchStaleGeneration:
+		return refuse(ReasonStaleTokenGeneration, "the identity proof for cluster %q was made with a token of an older generation; the cluster's tokenGeneration is now %d: give it its new token (relayctl token --cluster %s)", cluster, id.Generation, cluster)
+	case proof.MismatchScope:
+		if id.Scope == proof.ScopeShared {
+			return refuse(ReasonTokenScopeMismatch, "the identity proof for cluster %q was made with a per-cluster token, but this issuer has tokenScope Shared", cluster)
+		}
+		return refuse(ReasonTokenScopeMismatch, "the identity proof for cluster %q was made with the shared root token, but this issuer has tokenScope PerCluster: the cluster must hold its own cluster token (relayctl token --cluster %s)", cluster, cluster)
+	}
+	return err
 }
 
 // CheckProof checks the identity proof against the issuer's tokens.

@@ -25,9 +25,12 @@ import (
 	"github.com/cert-manager/issuer-lib/controllers/signer"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
@@ -62,6 +65,9 @@ type Signer struct {
 	// MaxRemoteCalls bounds the remote signing calls in flight at once
 	// (DefaultMaxRemoteCalls when zero); more requests wait their turn.
 	MaxRemoteCalls int
+	// Recorder, when set, records an Event on the issuer when its token
+	// Secret is created (never with the value).
+	Recorder events.EventRecorder
 
 	remoteOnce sync.Once
 	remote     *remoteState
@@ -134,16 +140,7 @@ func (s *Signer) loadCA(ctx context.Context, ns string, spec *relayv1.CAIssuerSp
 }
 
 func (s *Signer) loadTokens(ctx context.Context, ns string, spec *relayv1.CAIssuerSpec) ([]proof.Token, error) {
-	name, key := tokenRef(spec.TokenSecretRef)
-	sec, err := s.getSecret(ctx, ns, name)
-	if err != nil {
-		return nil, err
-	}
-	t, err := LoadToken(sec, key)
-	if err != nil {
-		return nil, err
-	}
-	return []proof.Token{t}, nil
+	return s.loadRoots(ctx, ns, spec.TokenSecretRef)
 }
 
 // Check reports whether the issuer can sign: its signing and root Secrets are
@@ -162,9 +159,18 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 	}
 	spec := full.CA
 	if spec.TokenSecretRef != nil && spec.GenerateToken {
-		if err := s.ensureToken(ctx, ns, spec.TokenSecretRef); err != nil {
+		created, err := s.ensureToken(ctx, ns, spec.TokenSecretRef)
+		if err != nil {
 			return err
 		}
+		if created && s.Recorder != nil {
+			name, _ := tokenRef(spec.TokenSecretRef)
+			s.Recorder.Eventf(iss, nil, corev1.EventTypeNormal, "TokenSecretCreated", "CreateTokenSecret",
+				"created the relay identity token Secret %s/%s with a new random root token (value not shown)", ns, name)
+		}
+	}
+	if err := s.markScope(ctx, iss, spec); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "setting the TokenScopeShared condition")
 	}
 	if _, err := s.loadCA(ctx, ns, spec); err != nil {
 		return err
@@ -179,15 +185,15 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 
 // ensureToken creates the token Secret when it does not exist. It never
 // updates an existing Secret: a lost race to create it is success.
-func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenSecretRef) error {
+func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenSecretRef) (bool, error) {
 	name, key := tokenRef(ref)
 	_, err := s.getSecret(ctx, ns, name)
 	if !errors.Is(err, errSecretMissing) {
-		return err // nil when the Secret exists: it is never touched
+		return false, err // nil when the Secret exists: it is never touched
 	}
 	tok, err := proof.GenerateToken()
 	if err != nil {
-		return err
+		return false, err
 	}
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -201,8 +207,45 @@ func (s *Signer) ensureToken(ctx context.Context, ns string, ref *relayv1.TokenS
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{key: tok},
 	}
-	if err := s.Client.Create(ctx, sec); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating the relay identity token Secret %s/%s: %w", ns, name, err)
+	if err := s.Client.Create(ctx, sec); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("creating the relay identity token Secret %s/%s: %w", ns, name, err)
+	}
+	return true, nil
+}
+
+// markScope keeps the TokenScopeShared warning condition on a CA-mode
+// issuer in step with its tokenScope. It patches only when the condition
+// must change, so issuer-lib's Ready condition is left alone.
+func (s *Signer) markScope(ctx context.Context, iss issuerapi.Issuer, spec *relayv1.CAIssuerSpec) error {
+	shared := ScopeOf(spec) == proof.ScopeShared
+	cur := meta.FindStatusCondition(iss.GetConditions(), relayv1.IssuerConditionTokenScopeShared)
+	if (shared && cur != nil && cur.Status == metav1.ConditionTrue) || (!shared && cur == nil) {
+		return nil
+	}
+	conds := statusConditions(iss)
+	if conds == nil {
+		return nil
+	}
+	base := iss.DeepCopyObject().(client.Object)
+	if shared {
+		meta.SetStatusCondition(conds, metav1.Condition{Type: relayv1.IssuerConditionTokenScopeShared, Status: metav1.ConditionTrue,
+			Reason: "SharedToken", ObservedGeneration: iss.GetGeneration(),
+			Message: "tokenScope is Shared: every workload cluster holds the same token, and any holder can claim any cluster name; use PerCluster"})
+	} else {
+		meta.RemoveStatusCondition(conds, relayv1.IssuerConditionTokenScopeShared)
+	}
+	return s.Client.Status().Patch(ctx, iss, client.MergeFrom(base))
+}
+
+func statusConditions(iss issuerapi.Issuer) *[]metav1.Condition {
+	switch i := iss.(type) {
+	case *relayv1.RelayIssuer:
+		return &i.Status.Conditions
+	case *relayv1.RelayClusterIssuer:
+		return &i.Status.Conditions
 	}
 	return nil
 }
@@ -245,9 +288,8 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	if err != nil {
 		return signer.PEMBundle{}, signer.IssuerError{Err: err}
 	}
-	var tokens []proof.Token
 	if spec.TokenSecretRef != nil {
-		if tokens, err = s.loadTokens(ctx, ns, spec); err != nil {
+		if _, err := s.loadTokens(ctx, ns, spec); err != nil {
 			return signer.PEMBundle{}, signer.IssuerError{Err: err}
 		}
 	}
@@ -269,10 +311,14 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	if err != nil {
 		return signer.PEMBundle{}, asRefusal(err)
 	}
-	if spec.TokenSecretRef != nil {
-		if err := policy.CheckProof(tokens, cluster, block.Bytes, annotations[relayv1.IdentityProofAnnotation]); err != nil {
-			return signer.PEMBundle{}, asRefusal(err)
+	// The inventory (registered, not revoked) and the proof, checked with
+	// the keys of the annotated cluster only.
+	if err := s.VerifyIdentity(ctx, iss.(relayv1.RelayIssuerObject), cluster, block.Bytes, annotations[relayv1.IdentityProofAnnotation]); err != nil {
+		var r *policy.Refusal
+		if errors.As(err, &r) {
+			return signer.PEMBundle{}, refused(r)
 		}
+		return signer.PEMBundle{}, signer.IssuerError{Err: err}
 	}
 	if err := policy.CheckRequest(policy.Request{
 		Cluster:     cluster,
@@ -284,10 +330,17 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 		return signer.PEMBundle{}, asRefusal(err)
 	}
 
-	return s.issue(csr, details, spec, ca)
+	bundle, leaf, err := s.issue(csr, details, spec, ca)
+	if err != nil {
+		return bundle, err
+	}
+	if err := s.recordEnrollment(ctx, ns, cluster, leaf); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "the certificate was issued but the inventory was not updated", "cluster", cluster)
+	}
+	return bundle, nil
 }
 
-func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateDetails, spec *relayv1.CAIssuerSpec, ca *CA) (signer.PEMBundle, error) {
+func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateDetails, spec *relayv1.CAIssuerSpec, ca *CA) (signer.PEMBundle, *x509.Certificate, error) {
 	maxDuration := DefaultMaxDuration
 	if spec.MaxDuration != nil && spec.MaxDuration.Duration > 0 {
 		maxDuration = spec.MaxDuration.Duration
@@ -295,7 +348,7 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 	// A request's duration is positive (cert-manager defaults a missing one);
 	// a non-positive one is refused, never wrapped into a date in the past.
 	if details.Duration <= 0 {
-		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidDuration,
+		return signer.PEMBundle{}, nil, refused(&policy.Refusal{Reason: policy.ReasonInvalidDuration,
 			Message: fmt.Sprintf("the requested duration %s is not positive", details.Duration)})
 	}
 	duration := min(details.Duration, maxDuration)
@@ -317,7 +370,7 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 		tmpl.NotAfter = ca.Cert.NotAfter
 	}
 	if !tmpl.NotAfter.After(tmpl.NotBefore) {
-		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidDuration,
+		return signer.PEMBundle{}, nil, refused(&policy.Refusal{Reason: policy.ReasonInvalidDuration,
 			Message: fmt.Sprintf("the certificate would not be valid for any time: it would start at %s and end at %s (the signing CA expires at %s)",
 				tmpl.NotBefore.UTC().Format(time.RFC3339), tmpl.NotAfter.UTC().Format(time.RFC3339), ca.Cert.NotAfter.UTC().Format(time.RFC3339))})
 	}
@@ -325,21 +378,21 @@ func (s *Signer) issue(csr *x509.CertificateRequest, details signer.CertificateD
 	// request's; it compares what the CSR encodes (put on the template first)
 	// and then sets the template's usages to the request's.
 	if err := copyCSRUsages(csr, tmpl); err != nil {
-		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR's usage extensions do not parse: %v", err)})
+		return signer.PEMBundle{}, nil, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR's usage extensions do not parse: %v", err)})
 	}
 	if err := pki.CertificateTemplateValidateAndOverrideKeyUsages(details.KeyUsage, details.ExtKeyUsage)(csr, tmpl); err != nil {
-		return signer.PEMBundle{}, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR does not agree with the request: %v", err)})
+		return signer.PEMBundle{}, nil, refused(&policy.Refusal{Reason: policy.ReasonInvalidCSR, Message: fmt.Sprintf("the CSR does not agree with the request: %v", err)})
 	}
 	_, leaf, err := pki.SignCertificate(tmpl, ca.Cert, csr.PublicKey, ca.Key)
 	if err != nil {
-		return signer.PEMBundle{}, fmt.Errorf("signing the certificate: %w", err)
+		return signer.PEMBundle{}, nil, fmt.Errorf("signing the certificate: %w", err)
 	}
 	chainPEM, err := pki.EncodeX509Chain(append([]*x509.Certificate{leaf}, ca.Chain...))
 	if err != nil {
-		return signer.PEMBundle{}, fmt.Errorf("encoding the certificate chain: %w", err)
+		return signer.PEMBundle{}, nil, fmt.Errorf("encoding the certificate chain: %w", err)
 	}
 	metrics.Requests.WithLabelValues("signed", "").Inc()
-	return signer.PEMBundle{ChainPEM: chainPEM, CAPEM: ca.RootPEM}, nil
+	return signer.PEMBundle{ChainPEM: chainPEM, CAPEM: ca.RootPEM}, leaf, nil
 }
 
 // SecretNames lists the Secrets an issuer spec refers to, defaults applied.

@@ -7,6 +7,7 @@ import (
 
 	issuerapi "github.com/cert-manager/issuer-lib/api/v1alpha1"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
 
@@ -27,9 +28,18 @@ func (s *Signer) VerifyProof(ctx context.Context, iss issuerapi.Issuer, cluster 
 	if full.CA == nil || full.CA.TokenSecretRef == nil {
 		return errors.New("the issuer does not check identity proofs (it needs spec.ca.tokenSecretRef)")
 	}
-	tokens, err := s.loadTokens(ctx, SecretNamespace(iss, s.ClusterResourceNamespace), full.CA)
-	if err != nil {
-		return fmt.Errorf("the issuer's token cannot be read: %w", err)
+	obj, ok := iss.(relayv1.RelayIssuerObject)
+	if !ok {
+		return fmt.Errorf("unexpected issuer type %T", iss)
 	}
-	return policy.CheckProof(tokens, cluster, csrDER, presented)
+	// The inventory rules and the proof with the named cluster's keys, the
+	// same check Sign makes (identity.go).
+	if err := s.VerifyIdentity(ctx, obj, cluster, csrDER, presented); err != nil {
+		var r *policy.Refusal
+		if errors.As(err, &r) {
+			return err
+		}
+		return fmt.Errorf("the issuer's identity material cannot be read: %w", err)
+	}
+	return nil
 }

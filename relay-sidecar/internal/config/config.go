@@ -37,6 +37,11 @@ type Config struct {
 	MaxUnackedPerCluster int
 	AuthTimeout          time.Duration
 
+	// TokenScope (server, tls) is per-cluster or shared; ClusterList
+	// (server) is the mounted relay-cluster-list file.
+	TokenScope  string
+	ClusterList string
+
 	// Agent role.
 	ServerAddr             string
 	ServerName             string
@@ -81,6 +86,8 @@ func Register(fs *flag.FlagSet) *Config {
 	fs.IntVar(&c.MaxTunnelsPerCluster, "max-tunnels-per-cluster", 256, "server: most open tunnels of one cluster over all its connections, counting those waiting for a resume; more are refused with reason too_many_tunnels")
 	fs.IntVar(&c.MaxUnackedPerCluster, "max-unacked-bytes-per-cluster", 16<<20, "server: most unacknowledged bytes held for one cluster's resumable tunnels together; past it their upstreams are not read until the agent acknowledges (each tunnel keeps a 64 KiB reserve)")
 	fs.DurationVar(&c.AuthTimeout, "auth-timeout", 10*time.Second, "server: a connection must finish its handshake within this time, and then authenticate a stream within this time of being accepted, or it is closed")
+	fs.StringVar(&c.TokenScope, "token-scope", "per-cluster", "server, mode tls: per-cluster (each agent proves itself with its own cluster token, derived from the root token in --token-file) or shared (every agent holds the root token; any holder can claim any cluster)")
+	fs.StringVar(&c.ClusterList, "cluster-list", "", "server: the mounted relay-cluster-list file (clusters.json); revoked clusters are refused and cut within one --reload-poll-interval, in every mode, and token generations enter the cluster tokens")
 	fs.StringVar(&c.ServerAddr, "server-addr", "", "agent: server sidecar address (host:port)")
 	fs.StringVar(&c.ServerName, "server-name", "", "agent: name the server certificate must carry (default: host of --server-addr); server: name its own certificate must carry")
 	fs.StringVar(&c.Cluster, "cluster", "", "agent: this cluster's name (insecure and tls; in mtls the certificate's DNS SAN, which it must match if given)")
@@ -132,6 +139,12 @@ func (c *Config) Window() time.Duration {
 	return c.ResumeWindow
 }
 
+// Scope is the parsed --token-scope.
+func (c *Config) Scope() proof.Scope {
+	sc, _ := proof.ParseScope(c.TokenScope)
+	return sc
+}
+
 // TLSVersion is the parsed --tls-min-version.
 func (c *Config) TLSVersion() uint16 {
 	if c.TLSMin == "1.2" {
@@ -142,7 +155,7 @@ func (c *Config) TLSVersion() uint16 {
 
 var (
 	serverOnly = []string{"upstream", "proxy-protocol", "keepalive-min-time", "server-ping-interval",
-		"max-streams-per-connection", "max-tunnels-per-cluster", "max-unacked-bytes-per-cluster", "auth-timeout"}
+		"max-streams-per-connection", "max-tunnels-per-cluster", "max-unacked-bytes-per-cluster", "auth-timeout", "token-scope", "cluster-list"}
 	agentOnly = []string{"server-addr", "cluster", "allow-non-loopback-listen", "keepalive-time", "keepalive-timeout", "reconnect-max-delay"}
 )
 
@@ -232,6 +245,11 @@ func (c *Config) Validate() error {
 		case required && values[f] == "":
 			add("--%s is required with --mode=%s --role=%s", f, m, c.Role)
 		}
+	}
+	if _, err := proof.ParseScope(c.TokenScope); err != nil {
+		add("--token-scope=%q is not per-cluster or shared", c.TokenScope)
+	} else if c.set["token-scope"] && m != access.ModeTLS {
+		add("--token-scope conflicts with --mode=%s: only mode tls checks tokens on the relay", m)
 	}
 	for _, f := range []string{"tls-min-version", "server-name"} {
 		if m == access.ModeInsecure && c.set[f] {

@@ -70,6 +70,11 @@ func TestValidate(t *testing.T) {
 		{"tls version", with(server, "--mode=tls", "--cert-dir=/c", "--token-file=/t", "--tls-min-version=1.1"), []string{`--tls-min-version="1.1"`}},
 		{"tls version insecure", with(server, "--mode=insecure", "--tls-min-version=1.2"), []string{"--tls-min-version conflicts with --mode=insecure"}},
 		{"stray args", with(server, "--mode=insecure", "extra"), []string{"unexpected arguments: extra"}},
+		{"shared scope", with(server, "--mode=tls", "--cert-dir=/c", "--token-file=/t", "--token-scope=shared"), nil},
+		{"unknown scope", with(server, "--mode=tls", "--cert-dir=/c", "--token-file=/t", "--token-scope=global"), []string{`--token-scope="global" is not per-cluster or shared`}},
+		{"scope in mtls", with(server, "--mode=mtls", "--cert-dir=/c", "--trust-bundle=/b", "--token-scope=shared"), []string{"--token-scope conflicts with --mode=mtls"}},
+		{"cluster list on the agent", with(agent, "--mode=insecure", "--cluster-list=/l"), []string{"--cluster-list is only for --role=server"}},
+		{"cluster list in insecure", with(server, "--mode=insecure", "--cluster-list=/l"), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := parse(tc.args...)

@@ -161,7 +161,8 @@ type envOpts struct {
 	mode        access.Mode
 	agentMode   access.Mode // defaults to mode
 	clientLeaf  *testpki.Leaf
-	agentToken  proof.Token // defaults to the server's token
+	agentToken  proof.Token // defaults to the cluster token derived from the server's root token
+	clusters    server.ClusterList
 	serverVia   func(addr string) string
 	proxyProto  bool
 	keepalive   time.Duration
@@ -219,7 +220,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	e.srvCfg = server.Config{Mode: o.mode, Upstream: e.upAddr, ProxyProtocol: o.proxyProto, Creds: ss.creds,
 		Metrics: ss.metrics, Log: ss.log, ExpiryGrace: o.expiryGrace, PingInterval: o.serverPing, PingTimeout: time.Second,
-		ResumeWindow: o.resume, ResumeBuffer: o.resumeBuffer,
+		ResumeWindow: o.resume, ResumeBuffer: o.resumeBuffer, Clusters: o.clusters,
 		MaxStreamsPerConn: o.maxStreams, MaxTunnelsPerCluster: o.maxTunnels, MaxUnackedPerCluster: o.maxUnacked,
 		AuthTimeout: o.authTimeout,
 		OnHandshake: func(h server.HandshakeInfo) {
@@ -250,7 +251,8 @@ func newEnv(t *testing.T, o envOpts) *env {
 			exp.Names = []string{cluster}
 		}
 		if o.agentMode == access.ModeTLS {
-			tok := e.tok
+			// The agent holds its own cluster token, never the root (SPEC §4).
+			tok := must[proof.Token](t)(proof.ClusterToken(e.tok, cluster, proof.DefaultGeneration))
 			if o.agentToken != nil {
 				tok = o.agentToken
 			}

@@ -104,7 +104,8 @@ func keyPair(t *testing.T, is *testpki.Issued) tls.Certificate {
 func TestTLSModeRefusals(t *testing.T) {
 	e := newEnv(t, envOpts{mode: access.ModeTLS})
 	// A proof made on one session, to replay on another.
-	first := &mdCreds{mode: "tls", cluster: cluster, token: e.tok}
+	ct := must[proof.Token](t)(proof.ClusterToken(e.tok, cluster, proof.DefaultGeneration))
+	first := &mdCreds{mode: "tls", cluster: cluster, token: ct}
 	if err := rawHello(t, e.srvAddr, clientTLS(e), first); err != nil {
 		t.Fatalf("a correct proof was refused: %v", err)
 	}
@@ -120,7 +121,9 @@ func TestTLSModeRefusals(t *testing.T) {
 		{"proof replayed from another session", &mdCreds{mode: "tls", cluster: cluster, proof: first.computed}, access.ReasonInvalidProof, "replayed from another session"},
 		{"malformed proof", &mdCreds{mode: "tls", cluster: cluster, proof: "not-base64!"}, access.ReasonMalformedProof, "malformed tunnel proof"},
 		{"proof for another cluster", &mdCreds{mode: "tls", cluster: "cluster-b", proof: first.computed}, access.ReasonInvalidProof, `"cluster-b"`},
-		{"no cluster", &mdCreds{mode: "tls", token: e.tok}, access.ReasonMissingCluster, "did not send its cluster name"},
+		{"no cluster", &mdCreds{mode: "tls", token: ct}, access.ReasonMissingCluster, "did not send its cluster name"},
+		{"my cluster token claiming another cluster", &mdCreds{mode: "tls", cluster: "cluster-b", token: ct}, access.ReasonInvalidProof, `"cluster-b"`},
+		{"the root token itself (shared scope) against a per-cluster server", &mdCreds{mode: "tls", cluster: cluster, token: e.tok}, access.ReasonScopeMismatch, "other token scope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := failures(e.srvSide.metrics, tc.reason)

@@ -65,6 +65,14 @@ type Config struct {
 	// direction (default resume.DefaultLimit).
 	ResumeBuffer int
 
+	// TokenScope is how tls-mode tunnel proofs are checked: PerCluster (the
+	// default) with the cluster token derived from the root token in Creds,
+	// Shared with the root token itself.
+	TokenScope proof.Scope
+	// Clusters, when set, is the mounted relay-cluster-list: revoked
+	// clusters are refused and cut in every mode, and a cluster's token
+	// generation enters its derived token.
+	Clusters ClusterList
 	// MaxStreamsPerConn caps the concurrent streams (tunnels and hellos)
 	// of one agent connection (default DefaultMaxStreamsPerConn).
 	MaxStreamsPerConn int
@@ -131,6 +139,7 @@ type Server struct {
 	draining atomic.Bool
 	serving  atomic.Bool
 	tunnels  registry
+	cuts     cuts
 }
 
 var _ frame.Handlers = (*Server)(nil)
@@ -201,6 +210,9 @@ func New(cfg Config) (*Server, error) {
 		grpc.MaxConcurrentStreams(uint32(2*cfg.MaxStreamsPerConn)),
 	)
 	s.g.RegisterService(frame.ServiceDesc(s), s)
+	if cfg.Clusters != nil {
+		go s.enforceRevocations(cfg.Clusters.Subscribe())
+	}
 	return s, nil
 }
 
@@ -298,8 +310,15 @@ func (s *Server) authenticate(ctx context.Context) (string, *ConnInfo, error) {
 		if err != nil {
 			return "", nil, s.refuse(ctx, &access.Refusal{Reason: access.ReasonTLS, Msg: "cannot derive the TLS exporter for the tunnel proof: " + err.Error()})
 		}
-		tokens := []proof.Token{s.cfg.Creds.Current().Token}
-		if err := access.CheckProof(tokens, cluster, ekm, first(md, frame.MDProof)); err != nil {
+		gen, err := s.checkListed(cluster)
+		if err != nil {
+			return "", nil, s.refuse(ctx, err)
+		}
+		keys, err := s.tunnelKeys(cluster, gen)
+		if err != nil {
+			return "", nil, s.refuse(ctx, &access.Refusal{Reason: access.ReasonNoMaterial, Msg: "cannot derive the cluster token: " + err.Error()})
+		}
+		if err := access.CheckTunnelProof(keys, s.cfg.TokenScope, []proof.Token{s.cfg.Creds.Current().Token}, cluster, gen, ekm, first(md, frame.MDProof)); err != nil {
 			return "", nil, s.refuse(ctx, err)
 		}
 	case access.ModeMTLS:
@@ -308,6 +327,9 @@ func (s *Server) authenticate(ctx context.Context) (string, *ConnInfo, error) {
 				Msg: fmt.Sprintf("the agent says it is cluster %q but its certificate names %q", cluster, info.Identity)})
 		}
 		cluster = info.Identity
+	}
+	if _, err := s.checkListed(cluster); err != nil {
+		return "", nil, s.refuse(ctx, err)
 	}
 	return cluster, info, nil
 }
@@ -398,6 +420,8 @@ func (s *Server) Tunnel(stream grpc.ServerStream) error {
 	if f.Kind != frame.KindOpen {
 		return status.Errorf(codes.InvalidArgument, "a tunnel must start with an open or resume frame, got %s", f.Kind)
 	}
+	ctx, release := s.cuts.track(ctx, cluster)
+	defer release()
 	budget, err := s.admitTunnel(ctx, cluster)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
@@ -80,6 +81,8 @@ type Input struct {
 	DialAddress string
 	// Cluster is the workload cluster's name.
 	Cluster string
+	// TokenGeneration is the cluster's token generation (0 means 1).
+	TokenGeneration int64
 	// Now is the time the lifetimes are judged at.
 	Now time.Time
 	// MinLifetime is the shortest acceptable certificate lifetime.
@@ -191,10 +194,13 @@ func Evaluate(in Input) *Report {
 			add(Error, "token", "create "+m.TokenSecret+" with key token (relay-issuer generates it in the self-signed modes)", "the management cluster has no relay identity token in %s", m.TokenSecret)
 		case w.Token == nil:
 			add(Error, "token", "run relayctl register, which copies the token", "the workload cluster has no relay identity token in %s", w.TokenSecret)
-		case subtle.ConstantTimeCompare(m.Token, w.Token) != 1:
-			add(Error, "token", "run relayctl register again, which copies the management token", "the relay identity tokens in %s and %s differ (values not shown)", m.TokenSecret, w.TokenSecret)
+		case subtle.ConstantTimeCompare(m.Token, w.Token) == 1:
+			add(Warning, "token", "switch the issuer to tokenScope PerCluster and run relayctl register again, which writes the cluster's own token",
+				"the workload cluster holds the management root token in %s (tokenScope Shared): any holder can claim any cluster", w.TokenSecret)
+		case !holdsClusterToken(m.Token, w.Token, in.Cluster, in.TokenGeneration):
+			add(Error, "token", "run relayctl register again, which writes this cluster's current token", "the token in %s is not the cluster token of %q under the root token in %s (wrong cluster, an older tokenGeneration, or another root; values not shown)", w.TokenSecret, in.Cluster, m.TokenSecret)
 		default:
-			r.Passed = append(r.Passed, "token: both clusters hold the same relay identity token")
+			r.Passed = append(r.Passed, "token: the workload cluster holds its own cluster token, derived from the management root token")
 		}
 	}
 	for _, side := range []*Side{m, w} {
@@ -290,4 +296,21 @@ func sameCerts(a, b []*x509.Certificate) bool {
 		}
 	}
 	return true
+}
+
+// holdsClusterToken reports whether workload is the cluster token of
+// cluster (generation gen, 0 meaning 1) under root, in constant time.
+func holdsClusterToken(root, workload []byte, cluster string, gen int64) bool {
+	if gen < 1 {
+		gen = proof.DefaultGeneration
+	}
+	r, err := proof.ParseToken(root)
+	if err != nil || cluster == "" {
+		return false
+	}
+	ct, err := proof.ClusterToken(r, cluster, gen)
+	if err != nil {
+		return false
+	}
+	return subtle.ConstantTimeCompare(ct, workload) == 1
 }

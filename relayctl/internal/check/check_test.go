@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relayctl/modes"
 )
@@ -24,6 +25,15 @@ func newSetup(t *testing.T) *setup {
 	return s
 }
 
+// eastToken is cluster east's own token under the management token.
+var eastToken = func() []byte {
+	ct, err := proof.ClusterToken(proof.Token("the-management-token-0123456789abcdef"), "east", 1)
+	if err != nil {
+		panic(err)
+	}
+	return ct
+}()
+
 func server(names ...string) testpki.Options {
 	return testpki.Options{CommonName: names[0], DNSNames: names, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 }
@@ -39,7 +49,7 @@ func (s *setup) input() Input {
 			TokenSecret: "ns/relay-identity-token-secret"},
 		Workload: &Side{RootSecret: "ns/relay-root-tls-secret", Root: []*x509.Certificate{s.root.Cert},
 			Client:      &Cert{Secret: "ns/relay-tls-client-secret", Chain: []*x509.Certificate{s.client.Cert, s.inter.Cert}},
-			Token:       []byte("the-management-token-0123456789abcdef"),
+			Token:       eastToken,
 			TokenSecret: "ns/relay-identity-token-secret"},
 		DialAddress: "relay.example.com:9000",
 		Cluster:     "east",
@@ -77,7 +87,9 @@ func TestEvaluate(t *testing.T) {
 			in.Workload.Client.Certificate = "relay-client"
 		}, check: "lifetime", want: "renew it continuously"},
 		{name: "expired", mod: func(in *Input) { in.Now = s.server.Cert.NotAfter.Add(time.Hour) }, check: "lifetime", want: "expired"},
-		{name: "tokens differ", mod: func(in *Input) { in.Workload.Token = []byte("another-token-value-0123456789abcdef") }, check: "token", want: "differ (values not shown)"},
+		{name: "tokens differ", mod: func(in *Input) { in.Workload.Token = []byte("another-token-value-0123456789abcdef") }, check: "token", want: "is not the cluster token"},
+		{name: "another cluster's token", mod: func(in *Input) { in.Cluster, in.Workload.Client = "west", nil }, check: "token", want: `cluster token of "west"`},
+		{name: "an older generation", mod: func(in *Input) { in.TokenGeneration = 2 }, check: "token", want: "older tokenGeneration"},
 		{name: "workload without token", mod: func(in *Input) { in.Workload.Token = nil }, check: "token", want: "no relay identity token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

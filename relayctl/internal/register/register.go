@@ -22,6 +22,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -95,8 +96,15 @@ type Plan struct {
 	Objects []*unstructured.Unstructured
 	// RootCA is the management root's ca.crt (public).
 	RootCA []byte
-	// token is the relay identity token; never printed.
+	// token is the workload cluster's own cluster token (SPEC §4), derived
+	// from the management root token; never printed. Under tokenScope
+	// Shared it is the root token itself.
 	token []byte
+	// mgmt, cluster and record: the management cluster gets a RelayCluster
+	// for the workload cluster when it has none.
+	mgmt    *kube.Conn
+	cluster string
+	record  bool
 	// Namespace of the workload side, for DryRun (empty: the default).
 	Namespace string
 }
@@ -162,7 +170,32 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 	if _, err := proof.ParseToken(rawToken); err != nil {
 		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, mgmt.Namespace, tokenName, err)
 	}
-	p := &Plan{Mode: mode, RootCA: root, token: []byte(strings.TrimSpace(string(rawToken)))}
+	rootToken, _ := proof.ParseToken(rawToken)
+	p := &Plan{Mode: mode, RootCA: root, mgmt: mgmt, cluster: o.Cluster}
+	gen := proof.DefaultGeneration
+	var rc relayv1.RelayCluster
+	switch err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: o.Cluster}, &rc); {
+	case err == nil:
+		if rc.Spec.Revoked {
+			return nil, fmt.Errorf("%s: cluster %q is revoked (RelayCluster %s/%s has spec.revoked: true); to re-admit it, set revoked: false and bump spec.tokenGeneration, then register again", mgmt.Name, o.Cluster, mgmt.Namespace, o.Cluster)
+		}
+		gen = rc.TokenGeneration()
+	case apierrors.IsNotFound(err):
+		p.record = true
+	case meta.IsNoMatchError(err):
+		// An older install without the RelayCluster CRD: nothing to record.
+	default:
+		return nil, fmt.Errorf("%s: reading RelayCluster %s/%s: %w", mgmt.Name, mgmt.Namespace, o.Cluster, err)
+	}
+	if sharedScope(ctx, mgmt) {
+		p.token = []byte(rootToken)
+	} else {
+		ct, err := proof.ClusterToken(rootToken, o.Cluster, gen)
+		if err != nil {
+			return nil, err
+		}
+		p.token = []byte(ct)
+	}
 
 	endpoint := o.Endpoint
 	if mode.AutoClient && endpoint == "" && !o.SecretsOnly {
@@ -282,6 +315,9 @@ func (p *Plan) DryRunObjects() ([]*unstructured.Unstructured, error) {
 
 // CopySecrets writes only the two Secrets to the workload cluster.
 func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.Writer) error {
+	if err := p.recordCluster(ctx, progress); err != nil {
+		return err
+	}
 	ns := &unstructured.Unstructured{}
 	ns.SetAPIVersion("v1")
 	ns.SetKind("Namespace")
@@ -303,9 +339,34 @@ func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.W
 		if i == 0 {
 			fmt.Fprintf(progress, "  copied ca.crt of the management root to Secret %s/%s (nothing else of the root)\n", remote.Namespace, s.Name)
 		} else {
-			fmt.Fprintf(progress, "  copied the relay identity token to Secret %s/%s (value not shown)\n", remote.Namespace, s.Name)
+			fmt.Fprintf(progress, "  copied the relay identity token to Secret %s/%s (this cluster's own token, never the root token; value not shown)\n", remote.Namespace, s.Name)
 		}
 	}
+	return nil
+}
+
+// sharedScope reports whether the management issuer keeps the seed's shared
+// token (tokenScope: Shared); then every cluster holds the root token.
+func sharedScope(ctx context.Context, mgmt *kube.Conn) bool {
+	var iss relayv1.RelayIssuer
+	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: modes.RelayIssuerName}, &iss); err == nil {
+		return iss.Spec.CA != nil && iss.Spec.CA.TokenScope == relayv1.TokenScopeShared
+	}
+	return false
+}
+
+// recordCluster creates the workload cluster's RelayCluster in the
+// management cluster when it has none (an existing one is never changed).
+func (p *Plan) recordCluster(ctx context.Context, progress io.Writer) error {
+	if !p.record || p.mgmt == nil {
+		return nil
+	}
+	rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: p.mgmt.Namespace, Name: p.cluster,
+		Labels: map[string]string{"app.kubernetes.io/managed-by": "relayctl"}}}
+	if err := p.mgmt.Client.Create(ctx, rc); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("%s: creating RelayCluster %s/%s: %w", p.mgmt.Name, p.mgmt.Namespace, p.cluster, err)
+	}
+	fmt.Fprintf(progress, "  registered cluster %q: RelayCluster %s/%s in the management cluster\n", p.cluster, p.mgmt.Namespace, p.cluster)
 	return nil
 }
 
@@ -402,7 +463,7 @@ func (s state) explain() string {
 	msg := strings.ToLower(s.issuerMsg + " " + s.requestMsg)
 	switch {
 	case strings.Contains(msg, "identity proof") || strings.Contains(msg, "invalididentityproof"):
-		b.WriteString("Cause: the management cluster refused the identity proof: the workload token differs from the management token. Fix: run relayctl register again (it copies the current token), then relayctl check.")
+		b.WriteString("Cause: the management cluster refused the identity proof: the workload cluster's token does not prove this cluster (another cluster's token, an older tokenGeneration, or the other token scope). Fix: run relayctl register again (it writes this cluster's current token), then relayctl check.")
 	case strings.Contains(msg, "x509") || strings.Contains(msg, "tls:") || strings.Contains(msg, "certificate is valid for") || strings.Contains(msg, "authentication handshake"):
 		b.WriteString("Cause: the endpoint's certificate does not verify against the copied root, or does not carry the expected server name. Fix: pass --server-name with a name in the management server certificate, and run relayctl check (server SAN and bundles).")
 	case strings.Contains(msg, "unreachable") || strings.Contains(msg, "connection refused") || strings.Contains(msg, "deadline") || strings.Contains(msg, "no such host"):

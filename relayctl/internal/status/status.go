@@ -13,6 +13,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
@@ -96,6 +97,43 @@ func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error 
 	}
 	if len(certs.Items) == 0 {
 		fmt.Fprintln(tw, "  (none)\t\t\t\t\t\t")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if cfg["role"] != "management" {
+		return nil
+	}
+	return printClusters(ctx, c, w, now)
+}
+
+// printClusters lists the registered workload clusters (RelayClusters).
+func printClusters(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error {
+	var l relayv1.RelayClusterList
+	if err := c.Client.List(ctx, &l, client.InNamespace(c.Namespace)); err != nil {
+		if meta.IsNoMatchError(err) {
+			return nil // an install without the inventory CRD
+		}
+		return fmt.Errorf("%s: listing RelayClusters: %w", c.Name, err)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  CLUSTER\tGENERATION\tREVOKED\tREGISTERED\tLAST SERIAL\tEXPIRES")
+	for _, rc := range l.Items {
+		reg := "Unknown"
+		if cond := meta.FindStatusCondition(rc.Status.Conditions, relayv1.ClusterConditionRegistered); cond != nil {
+			reg = string(cond.Status)
+		}
+		serial, exp := "-", "-"
+		if rc.Status.LastCertificateSerial != "" {
+			serial = rc.Status.LastCertificateSerial
+		}
+		if t := rc.Status.LastCertificateNotAfter; t != nil {
+			exp = fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), t.Sub(now).Round(time.Minute))
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%t\t%s\t%s\t%s\n", rc.Name, rc.TokenGeneration(), rc.Spec.Revoked, reg, serial, exp)
+	}
+	if len(l.Items) == 0 {
+		fmt.Fprintln(tw, "  (no registered clusters)\t\t\t\t\t")
 	}
 	return tw.Flush()
 }

@@ -1,0 +1,108 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RelayClusterSpec is the management side's record of one workload cluster.
+type RelayClusterSpec struct {
+	// tokenGeneration enters the cluster's token (SPEC section 4). Bumping it
+	// invalidates that cluster's old token and nothing else: the cluster gets
+	// a fresh token (relayctl token --cluster NAME) that the old one cannot
+	// stand in for.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TokenGeneration int64 `json:"tokenGeneration,omitempty"`
+
+	// revoked, when true, revokes the cluster: the issuer and the issuance
+	// endpoint refuse it (reason ClusterRevoked) and the server sidecar cuts
+	// and refuses its connections and resumes within one reload interval.
+	// +optional
+	Revoked bool `json:"revoked,omitempty"`
+}
+
+// RelayClusterStatus is what relay-issuer observed of the cluster.
+type RelayClusterStatus struct {
+	// conditions: Registered (the record is valid and admitted), Enrolled (a
+	// certificate was issued for it).
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// lastCertificateSerial is the serial number (hex) of the last
+	// certificate issued for this cluster.
+	// +optional
+	LastCertificateSerial string `json:"lastCertificateSerial,omitempty"`
+
+	// lastCertificateNotAfter is when that certificate expires.
+	// +optional
+	LastCertificateNotAfter *metav1.Time `json:"lastCertificateNotAfter,omitempty"`
+
+	// lastEnrollmentTime is when the last certificate was issued.
+	// +optional
+	LastEnrollmentTime *metav1.Time `json:"lastEnrollmentTime,omitempty"`
+
+	// observedGeneration is the metadata.generation the status was written for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// Condition types and reasons of a RelayCluster.
+const (
+	ClusterConditionRegistered = "Registered"
+	ClusterConditionEnrolled   = "Enrolled"
+
+	// ReasonClusterRevoked is the reason of a refusal for a revoked cluster,
+	// on CertificateRequests, endpoint replies and the Registered condition.
+	ReasonClusterRevoked = "ClusterRevoked"
+	// ReasonClusterNotRegistered refuses a cluster that has no RelayCluster
+	// when the issuer requires registration.
+	ReasonClusterNotRegistered = "ClusterNotRegistered"
+)
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=relaytls,shortName=rc
+// +kubebuilder:printcolumn:name="Generation",type="integer",JSONPath=".spec.tokenGeneration"
+// +kubebuilder:printcolumn:name="Revoked",type="boolean",JSONPath=".spec.revoked"
+// +kubebuilder:printcolumn:name="Registered",type="string",JSONPath=".status.conditions[?(@.type==\"Registered\")].status"
+// +kubebuilder:printcolumn:name="Enrolled",type="string",JSONPath=".status.conditions[?(@.type==\"Enrolled\")].status"
+// +kubebuilder:printcolumn:name="Serial",type="string",JSONPath=".status.lastCertificateSerial",priority=1
+// +kubebuilder:printcolumn:name="Expires",type="date",JSONPath=".status.lastCertificateNotAfter"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
+
+// RelayCluster is one registered workload cluster, kept in the CA-mode
+// issuer's Secret namespace; metadata.name is the cluster name (a DNS-1123
+// label).
+type RelayCluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +optional
+	Spec RelayClusterSpec `json:"spec,omitempty"`
+	// +optional
+	Status RelayClusterStatus `json:"status,omitempty"`
+}
+
+// TokenGeneration is spec.tokenGeneration with its default applied.
+func (c *RelayCluster) TokenGeneration() int64 {
+	if c.Spec.TokenGeneration < 1 {
+		return 1
+	}
+	return c.Spec.TokenGeneration
+}
+
+// +kubebuilder:object:root=true
+
+// RelayClusterList is a list of RelayClusters.
+type RelayClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []RelayCluster `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&RelayCluster{}, &RelayClusterList{})
+}
