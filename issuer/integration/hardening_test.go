@@ -24,7 +24,6 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/localcluster"
-	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
@@ -85,12 +84,12 @@ func (f *endpointFixture) client(t *testing.T, source string) *issuance.Client {
 }
 
 // signRequest builds a call for cluster with a fresh CSR and a proof made
-// with tok.
+// with cluster's own token derived from the root token tok (SPEC §4).
 func signRequest(t *testing.T, cluster, tok string, durationSeconds int64) *issuance.SignRequest {
 	t.Helper()
 	der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{cluster}})
 	return &issuance.SignRequest{
-		Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: proof.Identity(proof.Token(tok), cluster, der),
+		Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: clusterProof(t, tok, cluster, der),
 		Usages: []string{"digital signature", "client auth"}, DurationSeconds: durationSeconds,
 	}
 }
@@ -262,7 +261,7 @@ func TestEndpointHardening(t *testing.T) {
 		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"direct"}})
 		cr := &cmapi.CertificateRequest{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "negative-duration", Annotations: map[string]string{
-				relayv1.ClusterAnnotation: "direct", relayv1.IdentityProofAnnotation: proof.Identity(proof.Token(token), "direct", der)}},
+				relayv1.ClusterAnnotation: "direct", relayv1.IdentityProofAnnotation: clusterProof(t, token, "direct", der)}},
 			Spec: cmapi.CertificateRequestSpec{
 				Request: testpki.CSRPEM(der), Usages: []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageClientAuth},
 				Duration:  &metav1.Duration{Duration: -time.Hour},
@@ -288,7 +287,9 @@ func TestEndpointHardening(t *testing.T) {
 // (it deadlocked until the issuance timeout before).
 func TestRemoteAndCAInOneProcess(t *testing.T) {
 	f := startEndpoint(t, endpoint.Config{Timeout: 20 * time.Second}, app.Options{Workers: 1})
-	createRemoteIssuer(t, f.c, "remote", "onebox", f.addr, nil)
+	// The remote side holds only its cluster token, as a workload cluster does.
+	createSecret(t, f.c, "onebox-cluster-token", map[string][]byte{"token": clusterToken(t, []byte(token), "onebox", 1)})
+	createRemoteIssuer(t, f.c, "remote", "onebox", f.addr, &relayv1.TokenSecretRef{Name: "onebox-cluster-token"})
 	waitIssuer(t, f.c, "remote", metav1.ConditionTrue, "")
 	for i := range 3 {
 		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"onebox"}})
