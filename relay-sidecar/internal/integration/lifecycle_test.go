@@ -23,12 +23,14 @@ import (
 
 func TestServerClosesAtClientCertExpiryAndAgentRecovers(t *testing.T) {
 	short := clientLeaf()
-	short.NotAfter = time.Now().Add(3 * time.Second)
+	// Long enough for the set-up and ten heartbeats on a loaded machine (3 s
+	// expired before the stream was up at load 30 on 2 cores).
+	short.NotAfter = time.Now().Add(8 * time.Second)
 	e := newEnv(t, envOpts{mode: access.ModeMTLS, clientLeaf: &short, expiryGrace: 500 * time.Millisecond})
 	app := e.startApp()
 	e.streaming(10)
 
-	waitFor(t, "the server to close the connection at the certificate's expiry", 15*time.Second, func() bool {
+	waitFor(t, "the server to close the connection at the certificate's expiry", 20*time.Second, func() bool {
 		return failures(e.srvSide.metrics, access.ReasonPeerExpired) >= 1
 	})
 	// Until tunnels are resumable, the stream on that connection breaks.
@@ -69,7 +71,7 @@ func TestServerClosesAtClientCertExpiryAndAgentRecovers(t *testing.T) {
 
 func TestClientCertRenewedInTime(t *testing.T) {
 	short := clientLeaf()
-	short.NotAfter = time.Now().Add(4 * time.Second)
+	short.NotAfter = time.Now().Add(10 * time.Second) // renewed right after streaming, long before this
 	e := newEnv(t, envOpts{mode: access.ModeMTLS, clientLeaf: &short, expiryGrace: 500 * time.Millisecond})
 	old := e.startApp()
 	e.streaming(10)
