@@ -108,9 +108,9 @@ func (e *env) k(t *testing.T, kctx string, stdin []byte, args ...string) string 
 }
 
 // sidecarSnippet is the chart's documented relay-sidecar container and
-// volumes for a mode and role (deploy/charts/relaytls/docs/sidecar.md),
-// turned into a native sidecar (an init container with restartPolicy
-// Always), with the given arguments replaced.
+// volumes for a mode and role (deploy/charts/relaytls/docs/sidecar.md): a
+// native sidecar (an init container with restartPolicy Always), with the
+// given arguments replaced.
 func (e *env) sidecarSnippet(t *testing.T, mode, cluster string, set map[string]string) (corev1.Container, []corev1.Volume) {
 	t.Helper()
 	doc, err := os.ReadFile(filepath.Join(e.root, "deploy/charts/relaytls/docs/sidecar.md"))
@@ -126,13 +126,16 @@ func (e *env) sidecarSnippet(t *testing.T, mode, cluster string, set map[string]
 	start := bytes.Index(rest, []byte("```yaml\n"))
 	end := bytes.Index(rest[start+8:], []byte("```"))
 	var snip struct {
-		Containers []corev1.Container `json:"containers"`
-		Volumes    []corev1.Volume    `json:"volumes"`
+		InitContainers []corev1.Container `json:"initContainers"`
+		Volumes        []corev1.Volume    `json:"volumes"`
 	}
 	if err := yaml.Unmarshal(rest[start+8:start+8+end], &snip); err != nil {
 		t.Fatalf("section %q: %v", strings.TrimSpace(head), err)
 	}
-	c := snip.Containers[0]
+	if len(snip.InitContainers) != 1 {
+		t.Fatalf("section %q: want one native sidecar in initContainers", strings.TrimSpace(head))
+	}
+	c := snip.InitContainers[0]
 	for k, v := range set {
 		found := false
 		for j, a := range c.Args {

@@ -368,6 +368,13 @@ func (e *env) otherCAClient(t *testing.T) {
 func (e *env) wrongTokenEnrollment(t *testing.T) {
 	ctx := t.Context()
 	wl := e.in.Workload
+	// workload-2 is registered, so the profile's requireRegistration lets the
+	// request reach the proof check: the token is what is refused here.
+	rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: harness.Namespace, Name: "workload-2"}}
+	if err := e.in.Mgmt.Client().Create(ctx, rc); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = e.in.Mgmt.Client().Delete(context.Background(), rc) }()
 	if err := harness.PutSecret(ctx, wl, "wrong-token", map[string][]byte{"token": harness.NewToken()}); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/relaytls/relaytls/e2e/kubeletdir"
+	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 )
 
@@ -250,5 +251,82 @@ func TestRunPicksUpAtomicSwaps(t *testing.T) {
 			t.Fatalf("%d swaps notified, want 5", swaps.Load())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPreviousToken: during a token rotation the Secret also holds
+// token.previous (SPEC section 4); the generation carries both, proofs made
+// from either verify, a bad previous token is refused without leaking it,
+// and once it is removed only the new token verifies.
+func TestPreviousToken(t *testing.T) {
+	d, err := kubeletdir.New(filepath.Join(t.TempDir(), "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := Sources{TokenFile: d.File("token")}
+	newTok, oldTok := strings.Repeat("n", 43), strings.Repeat("o", 43)
+	const cluster = "east"
+	exporter := []byte(strings.Repeat("e", 32))
+	// A tunnel proof as an agent that still holds the old cluster token
+	// makes it, and one made with the new.
+	proofWith := func(root string) string {
+		ct, err := proof.ClusterToken(proof.Token(root), cluster, proof.DefaultGeneration)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return proof.Tunnel(ct, cluster, exporter)
+	}
+	verifies := func(g *Generation, presented string) bool {
+		keys, err := proof.Keys(proof.ScopePerCluster, g.VerifyTokens(), cluster, proof.DefaultGeneration)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return proof.VerifyTunnel(keys, cluster, exporter, presented) == nil
+	}
+
+	if err := d.Write(map[string][]byte{"token": []byte(newTok + "\n"), PreviousTokenFile: []byte(oldTok + "\n")}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := Load(src, Expect{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(g.Token) != newTok || string(g.PreviousToken) != oldTok || len(g.VerifyTokens()) != 2 {
+		t.Fatalf("during the rotation: token %d bytes, previous %d bytes, %d verify tokens; want both", len(g.Token), len(g.PreviousToken), len(g.VerifyTokens()))
+	}
+	if !verifies(g, proofWith(newTok)) || !verifies(g, proofWith(oldTok)) {
+		t.Fatal("during the rotation a proof from the new or the previous token is refused")
+	}
+	if verifies(g, proofWith(strings.Repeat("x", 43))) {
+		t.Fatal("a proof from an unrelated token verifies")
+	}
+
+	if err := d.Write(map[string][]byte{"token": []byte(newTok), PreviousTokenFile: []byte("zq9Wq")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(src, Expect{}, time.Now())
+	if ReasonOf(err) != ReasonToken || !strings.Contains(err.Error(), PreviousTokenFile) {
+		t.Fatalf("a short previous token: got %v; want reason %s naming %s", err, ReasonToken, PreviousTokenFile)
+	}
+	if strings.Contains(err.Error(), "zq9Wq") || strings.Contains(err.Error(), newTok) {
+		t.Fatalf("the error leaks a token: %v", err)
+	}
+
+	// The rotation ends: token.previous is removed.
+	if err := d.Write(map[string][]byte{"token": []byte(newTok)}); err != nil {
+		t.Fatal(err)
+	}
+	g2, err := Load(src, Expect{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2.PreviousToken != nil || len(g2.VerifyTokens()) != 1 || g2.Fingerprint == g.Fingerprint {
+		t.Fatalf("after the rotation: previous %v, %d verify tokens; want only the token and a new fingerprint", g2.PreviousToken != nil, len(g2.VerifyTokens()))
+	}
+	if verifies(g2, proofWith(oldTok)) {
+		t.Fatal("after the rotation a proof from the previous token still verifies")
+	}
+	if !verifies(g2, proofWith(newTok)) {
+		t.Fatal("after the rotation a proof from the token is refused")
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,9 +46,15 @@ type Sources struct {
 	CertDir string
 	// BundleFile is the trust bundle (PEM CA certificates).
 	BundleFile string
-	// TokenFile holds the relay identity token.
+	// TokenFile holds the relay identity token. A token.previous file
+	// beside it (the Secret's key of that name, during a token rotation,
+	// SPEC section 4) is read too when present.
 	TokenFile string
 }
+
+// PreviousTokenFile is the file, beside the token file, holding the token
+// being rotated out.
+const PreviousTokenFile = "token.previous"
 
 // Expect is what a generation must satisfy besides being well formed.
 type Expect struct {
@@ -66,12 +73,29 @@ type Generation struct {
 	// Roots is the trust bundle as a pool, BundleCerts the same certs.
 	Roots       *x509.CertPool
 	BundleCerts []*x509.Certificate
-	// Token is the relay identity token (nil when no TokenFile).
+	// Token is the relay identity token (nil when no TokenFile). Proofs are
+	// always made with it.
 	Token proof.Token
+	// PreviousToken is the token being rotated out (token.previous beside
+	// the token file), nil when there is none. Proofs made with it are
+	// accepted until it is removed; none is ever made with it.
+	PreviousToken proof.Token
 	// Fingerprint identifies the raw bytes this generation was read from.
 	Fingerprint [32]byte
 	// LoadedAt is when it was validated.
 	LoadedAt time.Time
+}
+
+// VerifyTokens are the tokens a presented proof is checked against: the
+// token, then the previous one during a rotation. Nil without a token.
+func (g *Generation) VerifyTokens() []proof.Token {
+	if g == nil || len(g.Token) == 0 {
+		return nil
+	}
+	if len(g.PreviousToken) == 0 {
+		return []proof.Token{g.Token}
+	}
+	return []proof.Token{g.Token, g.PreviousToken}
 }
 
 // Serial is the leaf serial in hex, or "" without a certificate.
@@ -127,13 +151,13 @@ func ReasonOf(err error) string {
 
 // raw is the bytes of one generation before parsing.
 type raw struct {
-	cert, key, bundle, token []byte
-	certPath, keyPath        string
+	cert, key, bundle, token, previous []byte
+	certPath, keyPath                  string
 }
 
 func (r *raw) fingerprint() [32]byte {
 	h := sha256.New()
-	for _, b := range [][]byte{r.cert, r.key, r.bundle, r.token} {
+	for _, b := range [][]byte{r.cert, r.key, r.bundle, r.token, r.previous} {
 		fmt.Fprintf(h, "%d:", len(b))
 		h.Write(b)
 	}
@@ -165,6 +189,13 @@ func readRaw(src Sources) (*raw, error) {
 			return nil, errf(ReasonRead, "reading token file %s: %v", src.TokenFile, err)
 		}
 		r.token = b
+		prev := filepath.Join(filepath.Dir(src.TokenFile), PreviousTokenFile)
+		switch b, err := os.ReadFile(prev); {
+		case err == nil:
+			r.previous = b
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, errf(ReasonRead, "reading the previous token file %s: %v", prev, err)
+		}
 	}
 	return r, nil
 }
@@ -243,6 +274,14 @@ func validate(src Sources, r *raw, exp Expect, now time.Time) (*Generation, erro
 			return nil, errf(ReasonToken, "token file %s: %v", src.TokenFile, err)
 		}
 		g.Token = t
+		if r.previous != nil {
+			prev := filepath.Join(filepath.Dir(src.TokenFile), PreviousTokenFile)
+			p, err := proof.ParseToken(r.previous)
+			if err != nil {
+				return nil, errf(ReasonToken, "previous token file %s: %v", prev, err)
+			}
+			g.PreviousToken = p
+		}
 	}
 	if src.CertDir != "" {
 		if err := validateCert(g, r, exp, now); err != nil {

@@ -105,7 +105,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning)
 	if err := c.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the issuer controllers: %w", err)
 	}
-	inv := &Inventory{Client: mgr.GetClient(), Namespaces: s.SecretNamespaces}
+	inv := &Inventory{Client: mgr.GetClient(), Namespaces: s.SecretNamespaces, ClusterResourceNamespace: s.ClusterResourceNamespace}
 	if err := inv.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the cluster inventory controller: %w", err)
 	}

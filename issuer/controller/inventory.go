@@ -29,11 +29,18 @@ import (
 // Inventory keeps, in each Secret namespace, the relay-cluster-list Secret
 // that the server sidecar mounts (SPEC section 8) in step with the
 // RelayClusters there, and sets each RelayCluster's Registered condition.
+// The list is published as soon as a CA-mode issuer uses the namespace,
+// before any cluster is registered, because the server sidecar's volume is
+// not optional (a sidecar that must honour revocation does not start
+// without the list).
 type Inventory struct {
 	Client client.Client
 	// Namespaces are the namespaces whose RelayClusters count (relay-issuer's
 	// Secret namespaces); others are ignored.
 	Namespaces []string
+	// ClusterResourceNamespace is where the Secrets of RelayClusterIssuers
+	// live, and so their RelayClusters and list.
+	ClusterResourceNamespace string
 }
 
 var _ reconcile.Reconciler = &Inventory{}
@@ -53,6 +60,22 @@ func (r *Inventory) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace()}}}
 		}), builder.WithPredicates(inScope)).
+		// A CA-mode issuer gets its namespace's list even before the first
+		// RelayCluster.
+		Watches(&relayv1.RelayIssuer{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if iss, ok := o.(*relayv1.RelayIssuer); !ok || iss.Spec.CA == nil {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace()}}}
+		}), builder.WithPredicates(inScope)).
+		Watches(&relayv1.RelayClusterIssuer{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			iss, ok := o.(*relayv1.RelayClusterIssuer)
+			if !ok || iss.Spec.CA == nil || r.ClusterResourceNamespace == "" ||
+				(len(r.Namespaces) > 0 && !slices.Contains(r.Namespaces, r.ClusterResourceNamespace)) {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: r.ClusterResourceNamespace}}}
+		})).
 		Complete(r)
 }
 

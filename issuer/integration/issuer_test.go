@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/internal/clusterlist"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/controller"
@@ -52,6 +53,23 @@ func TestRelayIssuer(t *testing.T) {
 		MaxDuration:    &metav1.Duration{Duration: 24 * time.Hour},
 	})
 	waitIssuer(t, c, "relay", metav1.ConditionTrue, "")
+
+	t.Run("a CA-mode issuer publishes relay-cluster-list before any cluster is registered", func(t *testing.T) {
+		// The server sidecar's relay-cluster-list volume is not optional:
+		// without this Secret the management server's pod would not start
+		// until the first relayctl register.
+		eventually(t, 20*time.Second, "relay-cluster-list exists with an empty list", func(ctx context.Context) (bool, string, error) {
+			var sec corev1.Secret
+			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: relayv1.DefaultClusterListName}, &sec); err != nil {
+				return false, err.Error(), nil
+			}
+			m, err := clusterlist.Parse(sec.Data[relayv1.ClusterListKey])
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			return len(m) == 0, fmt.Sprintf("%d clusters listed", len(m)), nil
+		})
+	})
 
 	t.Run("a request with a valid proof is signed", func(t *testing.T) {
 		der, key := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"cluster-1"}})

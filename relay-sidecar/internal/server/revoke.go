@@ -77,12 +77,13 @@ func (s *Server) checkListed(cluster string) (int64, error) {
 func quote(s string) string { return "\"" + s + "\"" }
 
 // tunnelKeys are the keys a tls-mode tunnel proof of cluster is checked with.
+// During a token rotation they come from both the token and token.previous.
 func (s *Server) tunnelKeys(cluster string, gen int64) ([]proof.Token, error) {
-	root := s.cfg.Creds.Current().Token
-	if len(root) == 0 {
+	roots := s.cfg.Creds.Current().VerifyTokens()
+	if len(roots) == 0 {
 		return nil, nil
 	}
-	return proof.Keys(s.cfg.TokenScope, []proof.Token{root}, cluster, gen)
+	return proof.Keys(s.cfg.TokenScope, roots, cluster, gen)
 }
 
 // enforceRevocations cuts, after each change of the cluster list, every live

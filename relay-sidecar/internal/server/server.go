@@ -318,7 +318,7 @@ func (s *Server) authenticate(ctx context.Context) (string, *ConnInfo, error) {
 		if err != nil {
 			return "", nil, s.refuse(ctx, &access.Refusal{Reason: access.ReasonNoMaterial, Msg: "cannot derive the cluster token: " + err.Error()})
 		}
-		if err := access.CheckTunnelProof(keys, s.cfg.TokenScope, []proof.Token{s.cfg.Creds.Current().Token}, cluster, gen, ekm, first(md, frame.MDProof)); err != nil {
+		if err := access.CheckTunnelProof(keys, s.cfg.TokenScope, s.cfg.Creds.Current().VerifyTokens(), cluster, gen, ekm, first(md, frame.MDProof)); err != nil {
 			return "", nil, s.refuse(ctx, err)
 		}
 	case access.ModeMTLS:

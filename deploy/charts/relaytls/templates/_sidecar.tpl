@@ -1,7 +1,12 @@
 {{/*
-relaytls.sidecar renders the relay-sidecar container and the Secret volumes
-to add to your own management server (role management) or agent (role
-workload) Deployment in this mode. NOTES.txt prints it.
+relaytls.sidecar renders the relay-sidecar native sidecar (an init container
+with restartPolicy Always, so it starts before and stops after the
+application) and the Secret volumes to add to your own management server
+(role management) or agent (role workload) Deployment in this mode.
+NOTES.txt prints it. Where relay-issuer publishes relay-cluster-list
+(management cluster of modes 2, 4 and 5), the server sidecar mounts it and
+passes --cluster-list, so a revoked cluster is cut within one reload
+interval and token generations enter the cluster tokens (SPEC section 8).
 */}}
 {{- define "relaytls.sidecar" -}}
 {{- $v := .Values -}}
@@ -10,8 +15,9 @@ workload) Deployment in this mode. NOTES.txt prints it.
 {{- if has $v.mode (list "tls-self-signed" "tls-byo-server") }}{{ $mode = "tls" }}{{ end -}}
 {{- if has $v.mode (list "mtls-self-signed" "mtls-byo-ca" "mtls-byo-client") }}{{ $mode = "mtls" }}{{ end -}}
 {{- $volumes := dict -}}
-containers:
+initContainers:
 - name: relay-sidecar
+  restartPolicy: Always
   image: {{ include "relaytls.image" (dict "image" $v.sidecar.image "appVersion" .Chart.AppVersion) }}
   args:
   - --role={{ if $mgmt }}server{{ else }}agent{{ end }}
@@ -31,6 +37,10 @@ containers:
   {{- if eq $mode "mtls" }}
   - --trust-bundle=/var/run/relaytls/root/ca.crt
   {{- $_ := set $volumes "root" $v.secrets.root }}
+  {{- end }}
+  {{- if include "relaytls.runIssuer" . }}
+  - --cluster-list=/var/run/relaytls/cluster-list/clusters.json
+  {{- $_ := set $volumes "cluster-list" "relay-cluster-list" }}
   {{- end }}
   {{- else }}
   - --listen={{ $v.sidecar.listen | default "127.0.0.1:9900" }}
