@@ -14,6 +14,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/loader"
 	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/engine"
+	releasev1 "helm.sh/helm/v4/pkg/release/v1"
 	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
@@ -69,6 +70,9 @@ type Rendered struct {
 	CRDs []*unstructured.Unstructured
 	// Objects are the rendered templates in Helm's install order.
 	Objects []*unstructured.Unstructured
+	// Tests are the `helm test` hooks (helm.sh/hook: test), which
+	// `helm install` and the profiles do not apply.
+	Tests []*unstructured.Unstructured
 	// Notes is the rendered NOTES.txt.
 	Notes string
 }
@@ -122,8 +126,17 @@ func Chart(dir string, o ChartOptions) (*Rendered, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sorting the rendered manifests: %w", err)
 	}
-	if len(hooks) > 0 {
-		return nil, fmt.Errorf("the chart renders %d hooks; relaytls's chart has none, so GitOps tools see all of it", len(hooks))
+	// The only hooks are `helm test` pods: an install and a GitOps apply
+	// see the same objects, and the profiles leave the tests out.
+	for _, h := range hooks {
+		if len(h.Events) != 1 || h.Events[0] != releasev1.HookTest {
+			return nil, fmt.Errorf("%s: the chart renders a %v hook; relaytls's chart has only test hooks, so GitOps tools see all of it", h.Path, h.Events)
+		}
+		objs, err := Decode([]byte(h.Manifest))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", h.Path, err)
+		}
+		out.Tests = append(out.Tests, objs...)
 	}
 	for _, m := range manifests {
 		objs, err := Decode([]byte(m.Content))
