@@ -484,7 +484,7 @@ func (in *Installation) relayctlRegister(ctx context.Context, secretsOnly bool) 
 	if _, err := p.Exited(); err != nil {
 		return fmt.Errorf("relayctl register failed (%v); its output is in %s", err, p.LogPath)
 	}
-	what := "copied the root's ca.crt and the token (never shown)"
+	what := "copied the root's ca.crt and wrote this cluster's own cluster token (derived from the root token; never shown)"
 	if !secretsOnly {
 		what += ", wrote the remote RelayIssuer and the relay-client Certificate, which is Ready"
 	}
