@@ -25,42 +25,13 @@ import (
 	cmserver "github.com/cert-manager/cert-manager/pkg/webhook/server"
 	cmwebhook "github.com/cert-manager/cert-manager/test/webhook"
 
-	// The controllers and issuer backends that DefaultControllers names
-	// register themselves when imported.
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/approver"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/ca"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/selfsigned"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/issuing"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/keymanager"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/readiness"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/requestmanager"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/revisionmanager"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/trigger"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/clusterissuers"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/issuers"
-	_ "github.com/cert-manager/cert-manager/pkg/issuer/ca"
-	_ "github.com/cert-manager/cert-manager/pkg/issuer/selfsigned"
+	"github.com/relaytls/relaytls/internal/cmcontrollers"
 )
 
 // DefaultControllers returns the cert-manager controllers a Cluster runs:
-// the whole Certificate lifecycle, the approver, the CA and SelfSigned
-// CertificateRequest signers, and the Issuer and ClusterIssuer controllers.
-// ACME, Vault, Venafi, ingress/gateway shims and Kubernetes CSR signing are
-// left out.
+// the set in internal/cmcontrollers, which the kind controller image runs too.
 func DefaultControllers() []string {
-	return []string{
-		"certificates-trigger",
-		"certificates-issuing",
-		"certificates-key-manager",
-		"certificates-request-manager",
-		"certificates-readiness",
-		"certificates-revision-manager",
-		"certificaterequests-approver",
-		"certificaterequests-issuer-ca",
-		"certificaterequests-issuer-selfsigned",
-		"issuers",
-		"clusterissuers",
-	}
+	return cmcontrollers.Names()
 }
 
 //go:embed rbac/cert-manager.yaml

@@ -35,30 +35,11 @@ import (
 
 	controllerpkg "github.com/cert-manager/cert-manager/pkg/controller"
 
-	// The controllers and issuer backends this binary runs register
-	// themselves when imported.
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/approver"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/ca"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/selfsigned"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/issuing"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/keymanager"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/readiness"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/requestmanager"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/revisionmanager"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/trigger"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/clusterissuers"
-	_ "github.com/cert-manager/cert-manager/pkg/controller/issuers"
-	_ "github.com/cert-manager/cert-manager/pkg/issuer/ca"
-	_ "github.com/cert-manager/cert-manager/pkg/issuer/selfsigned"
+	"github.com/relaytls/relaytls/internal/cmcontrollers"
 )
 
 // built is every controller this binary has, in start order.
-var built = []string{
-	"issuers", "clusterissuers",
-	"certificates-trigger", "certificates-issuing", "certificates-key-manager",
-	"certificates-request-manager", "certificates-readiness", "certificates-revision-manager",
-	"certificaterequests-approver", "certificaterequests-issuer-ca", "certificaterequests-issuer-selfsigned",
-}
+var built = cmcontrollers.Names()
 
 type options struct {
 	clusterResourceNamespace string
