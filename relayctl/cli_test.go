@@ -47,7 +47,7 @@ current-context: plain
 }
 
 func TestHelpExitsZero(t *testing.T) {
-	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"init", "-h"}, {"register", "-h"}, {"status", "--help"}, {"check", "-h"}, {"version", "-h"}, {"help", "register"}} {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"init", "-h"}, {"register", "-h"}, {"status", "--help"}, {"check", "-h"}, {"version", "-h"}, {"migrate-scope", "-h"}, {"help", "register"}} {
 		code, out, errOut := cli(t, args...)
 		if code != exitOK {
 			t.Errorf("relayctl %s: exit %d, want 0; stderr:\n%s", strings.Join(args, " "), code, errOut)
@@ -77,6 +77,8 @@ func TestUsageErrors(t *testing.T) {
 		{"no cluster for status", []string{"status"}, []string{"give --mgmt-context and/or --remote-context"}},
 		{"bad cluster name", []string{"register", "--cluster", "East_1", "--mgmt-context", "team"}, []string{"--cluster"}},
 		{"bad duration", []string{"register", "--cluster", "east", "--timeout", "soon"}, []string{`invalid argument "soon" for "--timeout"`}},
+		{"migrate-scope without the management cluster", []string{"migrate-scope", "--remote-context", "team"}, []string{"--mgmt-context or --mgmt-kubeconfig is required"}},
+		{"migrate-scope without a workload cluster", []string{"migrate-scope", "--kubeconfig", kc, "--mgmt-context", "team"}, []string{"give every workload cluster with --remote-context"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := cli(t, tc.args...)

@@ -66,6 +66,7 @@ func TestModes(t *testing.T) {
 			case 5:
 				t.Run("a garbage CA Secret leaves the stream up and the issuer not Ready, then it recovers", e.garbageCASecret)
 				t.Run("telemetry gateway verified against telemetry-root-secret", e.telemetryGateway)
+				t.Run("an install on the shared root token moves to per-cluster tokens with relayctl migrate-scope", e.scopeMigration)
 			case 6:
 				t.Run("a client certificate from another CA is refused", e.otherCAClient)
 			}

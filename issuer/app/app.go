@@ -193,7 +193,6 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		ClusterResourceNamespace: o.ClusterResourceNamespace,
 		SecretNamespaces:         o.secretNamespaces(),
 		Clock:                    o.Clock,
-		Recorder:                 mgr.GetEventRecorder("relay-issuer"),
 	}
 	if err := controller.Setup(ctx, mgr, s, controller.Tuning{
 		MaxRetryDuration: o.MaxRetryDuration,

@@ -70,6 +70,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning)
 	if err != nil {
 		return err
 	}
+	// The signer's own Events (a created token Secret) go the same way: the
+	// shipped RBAC grants core Events only, so an events.k8s.io recorder's
+	// writes would be refused and lost.
+	s.Recorder = recorder
 	c := &controllers.CombinedController{
 		IssuerTypes:        []issuerapi.Issuer{&relayv1.RelayIssuer{}},
 		ClusterIssuerTypes: []issuerapi.Issuer{&relayv1.RelayClusterIssuer{}},

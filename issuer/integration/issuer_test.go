@@ -350,6 +350,67 @@ func TestRelayIssuer(t *testing.T) {
 		}
 	})
 
+	t.Run("a re-created token Secret is a Warning naming how many registered clusters it cuts off", func(t *testing.T) {
+		// "gen" made its token Secret above, with a Normal TokenSecretCreated
+		// Event (a core Event: the shipped RBAC grants no other kind).
+		eventually(t, 30*time.Second, "a Normal TokenSecretCreated Event on RelayIssuer gen", func(ctx context.Context) (bool, string, error) {
+			var evs corev1.EventList
+			if err := c.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+				return false, "", err
+			}
+			for _, e := range evs.Items {
+				if e.InvolvedObject.Name == "gen" && e.Reason == "TokenSecretCreated" {
+					return e.Type == corev1.EventTypeNormal && strings.Contains(e.Message, "gen-token"), e.Type + ": " + e.Message, nil
+				}
+			}
+			return false, "none yet", nil
+		})
+		first := getSecret(t, c.Client, "gen-token").Data["token"]
+		rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "recreate-probe"}}
+		if err := c.Client.Create(t.Context(), rc); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = c.Client.Delete(context.Background(), rc) }()
+		var clusters relayv1.RelayClusterList
+		if err := c.Client.List(t.Context(), &clusters, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("the %d registered cluster(s)", len(clusters.Items))
+		sec := getSecret(t, c.Client, "gen-token")
+		if err := c.Client.Delete(t.Context(), sec); err != nil {
+			t.Fatal(err)
+		}
+		var note string
+		eventually(t, time.Minute, "a TokenSecretRecreated Warning on RelayIssuer gen", func(ctx context.Context) (bool, string, error) {
+			var evs corev1.EventList
+			if err := c.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+				return false, "", err
+			}
+			var seen []string
+			for _, e := range evs.Items {
+				if e.InvolvedObject.Name == "gen" && e.Reason == "TokenSecretRecreated" {
+					note = e.Message
+					return e.Type == corev1.EventTypeWarning, e.Type + ": " + e.Message, nil
+				}
+				if e.InvolvedObject.Name == "gen" {
+					seen = append(seen, e.Reason)
+				}
+			}
+			return false, fmt.Sprintf("%d Events, none TokenSecretRecreated for gen (its: %v)", len(evs.Items), seen), nil
+		})
+		if !strings.Contains(note, want) || !strings.Contains(note, "gen-token") || !strings.Contains(note, "relayctl register") {
+			t.Fatalf("the Event does not name the Secret, the %q and the remedy: %q", want, note)
+		}
+		again := getSecret(t, c.Client, "gen-token").Data["token"]
+		if len(again) == 0 || string(again) == string(first) {
+			t.Fatal("the re-created token Secret does not hold a new token")
+		}
+		if strings.Contains(note, string(again)) || strings.Contains(note, string(first)) {
+			t.Fatal("the Event shows a token")
+		}
+		waitIssuer(t, c, "gen", metav1.ConditionTrue, "")
+	})
+
 	t.Run("a RelayClusterIssuer signs with the Secrets of the cluster resource namespace", func(t *testing.T) {
 		ci := &relayv1.RelayClusterIssuer{
 			ObjectMeta: metav1.ObjectMeta{Name: "relay-cluster"},

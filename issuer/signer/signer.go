@@ -164,9 +164,7 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 			return err
 		}
 		if created && s.Recorder != nil {
-			name, _ := tokenRef(spec.TokenSecretRef)
-			s.Recorder.Eventf(iss, nil, corev1.EventTypeNormal, "TokenSecretCreated", "CreateTokenSecret",
-				"created the relay identity token Secret %s/%s with a new random root token (value not shown)", ns, name)
+			s.tokenCreatedEvent(ctx, iss, ns, spec.TokenSecretRef)
 		}
 	}
 	if err := s.markScope(ctx, iss, spec); err != nil {
@@ -181,6 +179,28 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 		}
 	}
 	return nil
+}
+
+// tokenCreatedEvent records that the token Secret was created. When
+// clusters are already registered in the namespace the Secret was deleted
+// and made again: every cluster token was derived from the old root token,
+// so each registered cluster is refused until it gets its new token; that
+// is a Warning saying so (the value is never shown).
+func (s *Signer) tokenCreatedEvent(ctx context.Context, iss issuerapi.Issuer, ns string, ref *relayv1.TokenSecretRef) {
+	name, _ := tokenRef(ref)
+	var clusters relayv1.RelayClusterList
+	if err := s.Client.List(ctx, &clusters, client.InNamespace(ns)); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing RelayClusters to tell a created token Secret from a re-created one")
+	}
+	if n := len(clusters.Items); n > 0 {
+		s.Recorder.Eventf(iss, nil, corev1.EventTypeWarning, "TokenSecretRecreated", "CreateTokenSecret",
+			"the relay identity token Secret %s/%s was missing and has been re-created with a new random root token (value not shown): "+
+				"the %d registered cluster(s) hold tokens derived from the old one and are refused until each gets its new token (relayctl register --secrets-only)",
+			ns, name, n)
+		return
+	}
+	s.Recorder.Eventf(iss, nil, corev1.EventTypeNormal, "TokenSecretCreated", "CreateTokenSecret",
+		"created the relay identity token Secret %s/%s with a new random root token (value not shown)", ns, name)
 }
 
 // ensureToken creates the token Secret when it does not exist. It never

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -12,7 +11,6 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
-	"github.com/relaytls/relaytls/relayctl/modes"
 )
 
 // ClusterToken derives the cluster token of cluster from the management
@@ -24,17 +22,19 @@ func ClusterToken(ctx context.Context, mgmt *kube.Conn, cluster string) ([]byte,
 	if err := proof.ValidateCluster(cluster); err != nil {
 		return nil, fmt.Errorf("--cluster: %w", err)
 	}
-	var s corev1.Secret
-	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: modes.TokenSecret}, &s); err != nil {
-		return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", mgmt.Name, mgmt.Namespace, modes.TokenSecret, err)
-	}
-	root, err := proof.ParseToken(s.Data["token"])
+	root, err := readRootToken(ctx, mgmt)
 	if err != nil {
-		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, mgmt.Namespace, modes.TokenSecret, err)
+		return nil, err
 	}
 	if sharedScope(ctx, mgmt) {
 		return []byte(root), nil
 	}
+	return derivedToken(ctx, mgmt, root, cluster)
+}
+
+// derivedToken is the cluster token of cluster under tokenScope
+// PerCluster, whatever the issuer's scope is now.
+func derivedToken(ctx context.Context, mgmt *kube.Conn, root proof.Token, cluster string) ([]byte, error) {
 	gen := proof.DefaultGeneration
 	var rc relayv1.RelayCluster
 	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: cluster}, &rc); err == nil {
