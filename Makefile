@@ -6,6 +6,7 @@ SHELL := /usr/bin/env bash -o pipefail
 BIN            ?= $(CURDIR)/bin
 KUBE_BIN       ?= $(BIN)/kube
 CONTROLLER_GEN := $(BIN)/controller-gen
+STATICCHECK    := $(BIN)/staticcheck
 GO_TEST_FLAGS  ?= -count=1
 TEST_TIMEOUT   ?= 25m
 
@@ -31,6 +32,11 @@ build: ## Build relay-issuer, relay-sidecar and relayctl into bin/.
 $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
+# staticcheck has a module of its own (hack/tools/staticcheck) so that its
+# golang.org/x/tools does not move controller-gen's.
+$(STATICCHECK): hack/tools/staticcheck/go.mod
+	cd hack/tools/staticcheck && go build -o $(STATICCHECK) honnef.co/go/tools/cmd/staticcheck
+
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code for api/.
 	$(CONTROLLER_GEN) object paths=./api/...
@@ -50,10 +56,12 @@ kube-binaries: ## Build kube-apiserver and etcd for the tests into bin/kube (onl
 	@hack/kube-binaries/build.sh $(KUBE_BIN)
 
 .PHONY: lint
-lint: ## gofmt and go vet (both modules).
+lint: $(STATICCHECK) ## gofmt, go vet and staticcheck (default checks; both modules).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	cd deploy/render && go vet ./...
+	$(STATICCHECK) -tags bench,e2ekind ./...
+	cd deploy/render && $(STATICCHECK) -tags bench,e2ekind ./...
 
 .PHONY: test
 test: kube-binaries verify-generated lint ## Run every test: unit, integration on real control planes, chart and profile rendering.

@@ -104,5 +104,5 @@ type RelayClusterList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&RelayCluster{}, &RelayClusterList{})
+	SchemeBuilder.Register(knownTypes(&RelayCluster{}, &RelayClusterList{}))
 }

@@ -216,5 +216,5 @@ type RelayClusterIssuerList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&RelayIssuer{}, &RelayIssuerList{}, &RelayClusterIssuer{}, &RelayClusterIssuerList{})
+	SchemeBuilder.Register(knownTypes(&RelayIssuer{}, &RelayIssuerList{}, &RelayClusterIssuer{}, &RelayClusterIssuerList{}))
 }

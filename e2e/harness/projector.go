@@ -151,6 +151,7 @@ func (p *Projector) Wait(ctx context.Context, n int, timeout time.Duration) erro
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			//lint:ignore ST1005 the message starts with the Kubernetes kind it names
 			return fmt.Errorf("Secret %s/%s: %d generations projected, waiting for %d (last error: %v): %w", p.Namespace, p.Secret, g, n, err, ctx.Err())
 		}
 	}

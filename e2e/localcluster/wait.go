@@ -35,6 +35,7 @@ func (c *Cluster) WaitForCertificateReady(ctx context.Context, namespace, name s
 		return false, nil
 	})
 	if err != nil {
+		//lint:ignore ST1005 the message starts with the Kubernetes kind it names
 		return nil, fmt.Errorf("Certificate %s/%s in cluster %s is not Ready after %s: %w; last seen: %s", namespace, name, c.Name, timeout, err, last)
 	}
 	return cert, nil

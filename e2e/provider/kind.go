@@ -190,7 +190,7 @@ func (k *kindCluster) Apply(ctx context.Context, manifests ...[]byte) error {
 			return err
 		}
 		for _, obj := range objs {
-			if err := k.client.Patch(ctx, obj, client.Apply, client.FieldOwner("relaytls-e2e"), client.ForceOwnership); err != nil {
+			if err := k.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("relaytls-e2e"), client.ForceOwnership); err != nil {
 				return fmt.Errorf("applying %s %s: %w", obj.GetKind(), obj.GetName(), err)
 			}
 			if obj.GetKind() == "CustomResourceDefinition" {

@@ -106,11 +106,18 @@ func (o *Options) defaults() {
 	}
 }
 
+// msgStream is what exchange needs of a gRPC stream: a grpc.ClientStream
+// (the agent) and a grpc.ServerStream (the server) both have it.
+type msgStream interface {
+	SendMsg(m any) error
+	RecvMsg(m any) error
+}
+
 // exchange runs one stream: heartbeats out every interval, heartbeats in
 // checked for gaps. It returns when either direction fails, or, once ctx
 // ends, after a clean close: closeSend (the agent) half-closes and the peer's
 // end of stream is awaited, so that stopping is not mistaken for a break.
-func exchange(ctx context.Context, s grpc.Stream, o Options, c *counters, closeSend func() error) error {
+func exchange(ctx context.Context, s msgStream, o Options, c *counters, closeSend func() error) error {
 	sendErr, recvErr := make(chan error, 1), make(chan error, 1)
 	go func() {
 		payload := make([]byte, o.PayloadSize)

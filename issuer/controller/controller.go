@@ -82,7 +82,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning)
 		Check:              s.Check,
 		Sign:               s.Sign,
 		EventRecorder:      recorder,
-		// ca.crt must be the root (SPEC section 5), so the CA field is set.
+		// ca.crt must be the root (SPEC section 5), so the CA field is set
+		// although issuer-lib deprecates it in favour of trust-manager.
+		//lint:ignore SA1019 SPEC section 5 requires ca.crt to carry the root
 		SetCAOnCertificateRequest:      true,
 		DisableKubernetesCSRController: true,
 		// issuer-lib v0.11.0's CombinedController hands ControllerOptions to

@@ -26,6 +26,7 @@ type CA struct {
 
 // secretError names a Secret and what is wrong with it.
 func secretError(s *corev1.Secret, format string, args ...any) error {
+	//lint:ignore ST1005 the message starts with the Kubernetes kind it names
 	return fmt.Errorf("Secret %s/%s: %s", s.Namespace, s.Name, fmt.Sprintf(format, args...))
 }
 

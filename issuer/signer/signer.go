@@ -102,12 +102,14 @@ func specOf(iss issuerapi.Issuer) (*relayv1.RelayIssuerSpec, error) {
 
 func (s *Signer) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
 	if len(s.SecretNamespaces) > 0 && !slices.Contains(s.SecretNamespaces, namespace) {
+		//lint:ignore ST1005 the message starts with the Kubernetes kind it names
 		return nil, fmt.Errorf("Secret %s/%s is out of reach: relay-issuer reads Secrets only in namespace(s) %s; add %s to --secret-namespaces and grant it a Role",
 			namespace, name, strings.Join(s.SecretNamespaces, ", "), namespace)
 	}
 	var sec corev1.Secret
 	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &sec); err != nil {
 		if apierrors.IsNotFound(err) {
+			//lint:ignore ST1005 the message starts with the Kubernetes kind it names
 			return nil, fmt.Errorf("Secret %s/%s %w", namespace, name, errSecretMissing)
 		}
 		return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)

@@ -61,7 +61,9 @@ func (t *transportCreds) Info() credentials.ProtocolInfo {
 	if t.tls == nil {
 		return credentials.ProtocolInfo{SecurityProtocol: "insecure"}
 	}
-	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.3"}
+	// The negotiated version is per connection: ConnInfo.TLS has it, and the
+	// "agent connected" log names it.
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
 }
 
 func (t *transportCreds) Clone() credentials.TransportCredentials { c := *t; return &c }
@@ -112,8 +114,8 @@ func (t *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 		hi.PeerSerial, hi.Identity = info.PeerSerial, info.Identity
 	}
 	tc := t.track(conn, info, accepted)
-	t.s.cfg.Log.Debug("agent connected", "remote", raw.RemoteAddr().String(), "identity", info.Identity,
-		"peer_serial", info.PeerSerial, "server_serial", hi.ServerSerial)
+	t.s.cfg.Log.Debug("agent connected", "remote", raw.RemoteAddr().String(), "tls_version", tls.VersionName(st.Version),
+		"identity", info.Identity, "peer_serial", info.PeerSerial, "server_serial", hi.ServerSerial)
 	if t.s.cfg.OnHandshake != nil {
 		t.s.cfg.OnHandshake(hi)
 	}

@@ -116,16 +116,6 @@ func (r *registry) leave(cluster string) {
 	}
 }
 
-// clusterTunnels is the number of tunnels counted for cluster.
-func (r *registry) clusterTunnels(cluster string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if c := r.clusters[cluster]; c != nil {
-		return c.tunnels
-	}
-	return 0
-}
-
 func (r *registry) add(t *tunnel) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -201,9 +201,9 @@ func New(cfg Config) (*Server, error) {
 		grpc.InitialConnWindowSize(4*WindowSize),
 		// Idle agents cost little: no per-connection read buffer (TLS
 		// already buffers a record), and the write buffer is taken from a
-		// pool only while there is something to write.
+		// pool only while there is something to write (gRPC's default shared
+		// write buffer, on since grpc-go deprecated the option).
 		grpc.ReadBufferSize(ReadBufferSize),
-		grpc.SharedWriteBuffer(true),
 		// Streams past the cap are refused by limitStreams with a reason;
 		// the transport's own ceiling stops a peer that ignores refusals.
 		grpc.StreamInterceptor(s.limitStreams),

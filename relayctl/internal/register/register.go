@@ -440,7 +440,6 @@ func Wait(ctx context.Context, remote *kube.Conn, o Options, progress io.Writer)
 
 type state struct {
 	issuer, cert, request string
-	requestFailed         bool
 	ready                 bool
 	serial, notAfter      string
 	issuerMsg, requestMsg string

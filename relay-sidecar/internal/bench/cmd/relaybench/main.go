@@ -40,11 +40,9 @@ const childEnv = "RELAYBENCH_CHILD"
 func main() {
 	switch os.Getenv(childEnv) {
 	case "tls-idle":
-		if err := tlsIdleServer(os.Args[1], os.Args[2]); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		return
+		// Serves until the parent kills it: it returns only on failure.
+		fmt.Fprintln(os.Stderr, tlsIdleServer(os.Args[1], os.Args[2]))
+		os.Exit(1)
 	case "sink":
 		if err := sinkChild(os.Args[1], os.Args[2], os.Args[3]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
