@@ -119,17 +119,6 @@ func (c *Config) Finish(fs *flag.FlagSet) error {
 	return c.Validate()
 }
 
-// Set marks a flag as given (for configs built without a FlagSet).
-func (c *Config) Set(name string) {
-	if c.set == nil {
-		c.set = map[string]bool{}
-	}
-	c.set[name] = true
-}
-
-// SetMode sets --mode.
-func (c *Config) SetMode(m string) { c.mode = m; c.Set("mode") }
-
 // Window is the resume window handed to the roles: zero when resuming is
 // off.
 func (c *Config) Window() time.Duration {
