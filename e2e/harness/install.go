@@ -128,7 +128,6 @@ func Install(ctx context.Context, o Options) (*Installation, error) {
 	// run last-registered first), so no watch holds an API server open.
 	ctx, cancel := context.WithCancel(ctx)
 	o.T.Cleanup(cancel)
-	m := o.Mode
 	for _, c := range []provider.Cluster{o.Mgmt, o.Workload} {
 		if err := createNamespace(ctx, c); err != nil {
 			return nil, err
@@ -137,36 +136,56 @@ func Install(ctx context.Context, o Options) (*Installation, error) {
 	if err := in.userSecrets(ctx); err != nil {
 		return nil, err
 	}
+	if err := in.installManagement(ctx); err != nil {
+		return nil, err
+	}
+	if err := in.installWorkload(ctx); err != nil {
+		return nil, err
+	}
+	if err := in.project(ctx); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
 
+// installManagement applies the management profile and the user's
+// Certificates, waits for them, and starts relay-issuer when the profile has
+// a RelayIssuer, until it is Ready.
+func (in *Installation) installManagement(ctx context.Context) error {
 	mgmtObjs, err := in.profileObjects("management")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	in.progress("management: applying profile %s (%d objects)", m.Profile, len(mgmtObjs))
-	if err := apply(ctx, o.Mgmt, mgmtObjs); err != nil {
-		return nil, err
+	in.progress("management: applying profile %s (%d objects)", in.Mode.Profile, len(mgmtObjs))
+	if err := apply(ctx, in.Mgmt, mgmtObjs); err != nil {
+		return err
 	}
-	if err := in.userCertificates(ctx, o.Mgmt, "management"); err != nil {
-		return nil, err
+	if err := in.userCertificates(ctx, in.Mgmt, "management"); err != nil {
+		return err
 	}
-	if err := waitCertificates(ctx, o.Mgmt, in.progress); err != nil {
-		return nil, err
+	if err := waitCertificates(ctx, in.Mgmt, in.progress); err != nil {
+		return err
 	}
 	if hasKind(mgmtObjs, "RelayIssuer") {
-		if err := in.startIssuer(ctx, o.Mgmt, m.Enrolls()); err != nil {
-			return nil, err
+		if err := in.startIssuer(ctx, in.Mgmt, in.Mode.Enrolls()); err != nil {
+			return err
 		}
-		if err := WaitIssuerReady(ctx, o.Mgmt, "relay", time.Minute); err != nil {
-			return nil, err
+		if err := WaitIssuerReady(ctx, in.Mgmt, "relay", time.Minute); err != nil {
+			return err
 		}
 		in.progress("management: RelayIssuer relay is Ready")
 	}
+	return nil
+}
 
-	// The workload side: everything but the issuer and its Certificate
-	// first, then the registration, then those.
+// installWorkload applies the workload profile: everything but the issuer
+// and its Certificate first, then the registration, then those (as
+// `relayctl register` writes them when the mode enrolls), and waits for the
+// Certificates.
+func (in *Installation) installWorkload(ctx context.Context) error {
 	wlObjs, err := in.profileObjects("workload")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var issuers, certs []*unstructured.Unstructured
 	wlObjs = slices.DeleteFunc(wlObjs, func(u *unstructured.Unstructured) bool {
@@ -180,40 +199,34 @@ func Install(ctx context.Context, o Options) (*Installation, error) {
 		}
 		return true
 	})
-	in.progress("workload: applying profile %s (%d objects)", m.Profile, len(wlObjs)+len(issuers)+len(certs))
-	if err := apply(ctx, o.Workload, wlObjs); err != nil {
-		return nil, err
+	in.progress("workload: applying profile %s (%d objects)", in.Mode.Profile, len(wlObjs)+len(issuers)+len(certs))
+	if err := apply(ctx, in.Workload, wlObjs); err != nil {
+		return err
 	}
 	if err := in.register(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if len(issuers) > 0 {
 		// The remote issuer and the relay-client Certificate are what
 		// `relayctl register` writes; the profile's copies (with a
 		// placeholder endpoint) are left out.
-		if err := in.startIssuer(ctx, o.Workload, false); err != nil {
-			return nil, err
+		if err := in.startIssuer(ctx, in.Workload, false); err != nil {
+			return err
 		}
 		if err := in.relayctlRegister(ctx, false); err != nil {
-			return nil, err
+			return err
 		}
 		if in.RenewEvery > 0 {
-			in.Renewed = slices.DeleteFunc(in.Renewed, func(r Renewed) bool { return r.Cluster == o.Workload })
-			in.Renewed = append(in.Renewed, Renewed{Cluster: o.Workload, Certificate: "relay-client", Secret: ClientSecret})
+			in.Renewed = slices.DeleteFunc(in.Renewed, func(r Renewed) bool { return r.Cluster == in.Workload })
+			in.Renewed = append(in.Renewed, Renewed{Cluster: in.Workload, Certificate: "relay-client", Secret: ClientSecret})
 		}
-	} else if err := apply(ctx, o.Workload, certs); err != nil {
-		return nil, err
+	} else if err := apply(ctx, in.Workload, certs); err != nil {
+		return err
 	}
-	if err := in.userCertificates(ctx, o.Workload, "workload"); err != nil {
-		return nil, err
+	if err := in.userCertificates(ctx, in.Workload, "workload"); err != nil {
+		return err
 	}
-	if err := waitCertificates(ctx, o.Workload, in.progress); err != nil {
-		return nil, err
-	}
-	if err := in.project(ctx); err != nil {
-		return nil, err
-	}
-	return in, nil
+	return waitCertificates(ctx, in.Workload, in.progress)
 }
 
 func createNamespace(ctx context.Context, c provider.Cluster) error {
