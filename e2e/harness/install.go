@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -621,14 +623,13 @@ func WaitIssuerReady(ctx context.Context, c provider.Cluster, name string, timeo
 			last = err.Error()
 			return false, nil
 		}
-		for _, cond := range iss.Status.Conditions {
-			if cond.Type == "Ready" {
-				last = fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
-				return cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == iss.Generation, nil
-			}
+		cond := meta.FindStatusCondition(iss.Status.Conditions, string(cmapi.IssuerConditionReady))
+		if cond == nil {
+			last = "no Ready condition"
+			return false, nil
 		}
-		last = "no Ready condition"
-		return false, nil
+		last = fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
+		return cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == iss.Generation, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: RelayIssuer %s not Ready (%s): %w", c.Name(), name, last, err)
@@ -660,14 +661,13 @@ func WaitCertificateReady(ctx context.Context, c provider.Cluster, name string, 
 			last = err.Error()
 			return false, nil
 		}
-		for _, cond := range crt.Status.Conditions {
-			if cond.Type == cmapi.CertificateConditionReady {
-				last = fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
-				return cond.Status == cmmeta.ConditionTrue, nil
-			}
+		cond := apiutil.GetCertificateCondition(&crt, cmapi.CertificateConditionReady)
+		if cond == nil {
+			last = "no Ready condition"
+			return false, nil
 		}
-		last = "no Ready condition"
-		return false, nil
+		last = fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
+		return cond.Status == cmmeta.ConditionTrue, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: Certificate %s not Ready (%s): %w", c.Name(), name, last, err)
