@@ -11,10 +11,10 @@ const (
 	// made with it (or cluster tokens derived from it) are accepted until it
 	// is removed.
 	PreviousTokenSecretKey = "token.previous"
-	// DefaultClusterListName is the ConfigMap relay-issuer publishes for the
+	// DefaultClusterListName is the Secret relay-issuer publishes for the
 	// server sidecar: revoked clusters and token generations (SPEC section 8).
 	DefaultClusterListName = "relay-cluster-list"
-	// ClusterListKey is the ConfigMap key holding the list.
+	// ClusterListKey is the Secret key holding the list.
 	ClusterListKey = "clusters.json"
 )
 

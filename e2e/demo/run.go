@@ -44,52 +44,80 @@ func run(ctx context.Context, t *testing.T, c config) error {
 	fmt.Printf("(Ctrl-C to stop%s; everything started is stopped and removed on exit)\n\n", durationNote(c.duration))
 
 	dir := t.TempDir()
-	logDir := filepath.Join(dir, "logs")
-	if c.logs != "" {
-		logDir = c.logs
-	}
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
-		return err
-	}
-	if err := quietLibraries(logDir); err != nil {
-		return err
-	}
-
-	v.printf("building relay-sidecar, relayapp, relay-issuer and relayctl with go build …")
-	bins, err := harness.Build(ctx, filepath.Join(dir, "bin"), func(s string) { v.printf("  %s", s) })
+	logDir, err := prepareLogs(dir, c.logs)
 	if err != nil {
 		return err
 	}
-	if ctx.Err() != nil {
-		return nil
+	bins, clusters, err := buildAndStart(ctx, t, v, prov, dir)
+	if err != nil || ctx.Err() != nil {
+		return err
 	}
-	v.printf("starting two %s clusters (management, workload): kube-apiserver, etcd, cert-manager controllers and webhook …", prov.Name())
-	clusters := prov.Start(t, "management", "workload")
-	v.printf("  clusters up")
-	if ctx.Err() != nil {
-		return nil
-	}
-
 	in, err := harness.Install(ctx, harness.Options{
 		T: t, Mode: mode, Mgmt: clusters[0], Workload: clusters[1], Bins: bins, Dir: dir, LogDir: logDir,
 		RenewEvery: c.renewEvery, Progress: func(s string) { v.printf("  %s", s) },
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
+		return unlessInterrupted(ctx, err)
 	}
 	showEnrollment(ctx, v, in)
 
-	relay, err := harness.StartRelay(ctx, harness.RelayOptions{
+	relay, err := startRelay(ctx, t, v, harness.RelayOptions{
 		Mode: mode, Bins: bins, LogDir: logDir, Server: in.Server, Agent: in.Agent, Interval: c.interval,
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
+		return unlessInterrupted(ctx, err)
+	}
+	relayUp := time.Now()
+	watchCtx, cancelWatch := context.WithCancel(ctx)
+	defer cancelWatch()
+	rotations := showRotations(watchCtx, v, in, relay, c.renewEvery)
+	failure := watchRelay(ctx, watchCtx, v, relay, c.duration)
+	cancelWatch()
+	return summarize(v, in, relay, rotations, time.Since(relayUp), logDir, failure)
+}
+
+// unlessInterrupted is err, or nil once Ctrl-C (or -duration) ended ctx: a
+// step cut short by the user is not a failure.
+func unlessInterrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// prepareLogs makes the directory the components log to (logs under dir,
+// or -logs) and sends the in-process libraries' logs there.
+func prepareLogs(dir, keep string) (string, error) {
+	logDir := filepath.Join(dir, "logs")
+	if keep != "" {
+		logDir = keep
+	}
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return "", err
+	}
+	return logDir, quietLibraries(logDir)
+}
+
+// buildAndStart builds the binaries and starts the management and workload
+// clusters. It returns early, with no error, once ctx is done.
+func buildAndStart(ctx context.Context, t *testing.T, v *view, prov provider.Provider, dir string) (harness.Binaries, []provider.Cluster, error) {
+	v.printf("building relay-sidecar, relayapp, relay-issuer and relayctl with go build …")
+	bins, err := harness.Build(ctx, filepath.Join(dir, "bin"), func(s string) { v.printf("  %s", s) })
+	if err != nil || ctx.Err() != nil {
+		return bins, nil, err
+	}
+	v.printf("starting two %s clusters (management, workload): kube-apiserver, etcd, cert-manager controllers and webhook …", prov.Name())
+	clusters := prov.Start(t, "management", "workload")
+	v.printf("  clusters up")
+	return bins, clusters, nil
+}
+
+// startRelay starts the sample app and server behind their sidecars; they
+// are stopped when the demo ends.
+func startRelay(ctx context.Context, t *testing.T, v *view, o harness.RelayOptions) (*harness.Relay, error) {
+	relay, err := harness.StartRelay(ctx, o)
+	if err != nil {
+		return nil, err
 	}
 	t.Cleanup(func() {
 		if err := relay.Stop(); err != nil {
@@ -97,36 +125,59 @@ func run(ctx context.Context, t *testing.T, c config) error {
 		}
 	})
 	v.printf("relay up: agent → agent sidecar ⇒ %s ⇒ server sidecar → management server (pids %d, %d, %d, %d)",
-		map[string]string{"insecure": "h2c", "tls": "TLS 1.3 + channel-bound token proof", "mtls": "mutual TLS 1.3"}[mode.Sidecar],
+		map[string]string{"insecure": "h2c", "tls": "TLS 1.3 + channel-bound token proof", "mtls": "mutual TLS 1.3"}[o.Mode.Sidecar],
 		relay.App.Pid(), relay.AgentSidecar.Pid(), relay.ServerSidecar.Pid(), relay.AppServer.Pid())
+	return relay, nil
+}
 
-	relayUp := time.Now()
-	rotations := map[string]int{}
-	var rmu sync.Mutex
-	watchCtx, cancelWatch := context.WithCancel(ctx)
-	defer cancelWatch()
-	harness.WatchRotations(watchCtx, in.Renewed, func(r harness.Rotation) {
+// rotationCounts counts the renewals seen per Certificate.
+type rotationCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *rotationCounts) add(cert string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n[cert]++
+}
+
+func (r *rotationCounts) get(cert string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[cert]
+}
+
+// showRotations prints each renewal of the installation's renewed
+// certificates, with the stream's state at that moment, until ctx ends.
+func showRotations(ctx context.Context, v *view, in *harness.Installation, relay *harness.Relay, renewEvery time.Duration) *rotationCounts {
+	rotations := &rotationCounts{n: map[string]int{}}
+	harness.WatchRotations(ctx, in.Renewed, func(r harness.Rotation) {
 		s, a := relay.Stats()
-		rmu.Lock()
-		rotations[r.Certificate]++
-		rmu.Unlock()
+		rotations.add(r.Certificate)
 		v.printf("↻ rotated %s %s (Secret %s): serial %s → %s, valid until %s — stream %s",
 			r.Cluster.Name(), r.Certificate, r.Secret, harness.Serial(r.Old.SerialNumber), harness.Serial(r.New.SerialNumber),
 			r.New.NotAfter.Local().Format("15:04:05"), streamState(s.Gaps+a.Gaps, s.Breaks+a.Breaks, a.Streams))
 	})
 	if len(in.Renewed) == 0 {
-		v.printf("(mode %d: cert-manager renews nothing in this mode, so there are no rotations to show)", mode.Number)
+		v.printf("(mode %d: cert-manager renews nothing in this mode, so there are no rotations to show)", in.Mode.Number)
 	} else {
 		names := make([]string, len(in.Renewed))
 		for i, r := range in.Renewed {
 			names[i] = r.Cluster.Name() + "/" + r.Certificate
 		}
-		v.printf("cert-manager renews %s about every %s", strings.Join(names, ", "), c.renewEvery)
+		v.printf("cert-manager renews %s about every %s", strings.Join(names, ", "), renewEvery)
 	}
+	return rotations
+}
 
+// watchRelay prints the heartbeat counts every 5s until Ctrl-C (ctx), the
+// -duration deadline, or a relay process exiting, which is the failure it
+// returns. watchCtx ends the process watchers.
+func watchRelay(ctx, watchCtx context.Context, v *view, relay *harness.Relay, duration time.Duration) error {
 	var deadline <-chan time.Time
-	if c.duration > 0 {
-		tm := time.NewTimer(c.duration)
+	if duration > 0 {
+		tm := time.NewTimer(duration)
 		defer tm.Stop()
 		deadline = tm.C
 	}
@@ -142,19 +193,16 @@ func run(ctx context.Context, t *testing.T, c config) error {
 			}
 		}()
 	}
-	var failure error
-loop:
 	for {
 		select {
 		case <-ctx.Done():
 			fmt.Println()
 			v.printf("interrupted")
-			break loop
+			return nil
 		case <-deadline:
-			break loop
+			return nil
 		case p := <-exited:
-			failure = fmt.Errorf("%s exited unexpectedly; its log: %s", p.Name, p.LogPath)
-			break loop
+			return fmt.Errorf("%s exited unexpectedly; its log: %s", p.Name, p.LogPath)
 		case <-tick.C:
 			s, a := relay.Stats()
 			hs, _ := harness.Metric(ctx, relay.ServerHealth, "relay_sidecar_handshakes_total")
@@ -162,15 +210,17 @@ loop:
 				a.Sent, a.Received, s.Sent, s.Received, s.Gaps+a.Gaps, s.Breaks+a.Breaks, streamState(s.Gaps+a.Gaps, s.Breaks+a.Breaks, a.Streams), hs)
 		}
 	}
-	cancelWatch()
+}
+
+// summarize prints the renewals and heartbeat totals and adds a broken
+// stream to failure.
+func summarize(v *view, in *harness.Installation, relay *harness.Relay, rotations *rotationCounts, up time.Duration, logDir string, failure error) error {
 	s, a := relay.Stats()
 	fmt.Println()
-	v.printf("summary after %s of relay:", time.Since(relayUp).Round(time.Second))
-	rmu.Lock()
+	v.printf("summary after %s of relay:", up.Round(time.Second))
 	for _, r := range in.Renewed {
-		v.printf("  %s/%s renewed %d times", r.Cluster.Name(), r.Certificate, rotations[r.Certificate])
+		v.printf("  %s/%s renewed %d times", r.Cluster.Name(), r.Certificate, rotations.get(r.Certificate))
 	}
-	rmu.Unlock()
 	v.printf("  heartbeats: agent received %d, server received %d; gaps %d; breaks %d; streams opened %d",
 		a.Received, s.Received, s.Gaps+a.Gaps, s.Breaks+a.Breaks, a.Streams)
 	broke := s.Gaps+a.Gaps+s.Breaks+a.Breaks > 0 || a.Streams != 1

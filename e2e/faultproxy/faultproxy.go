@@ -27,22 +27,10 @@ const (
 	Reset
 )
 
-func (m Mode) String() string {
-	switch m {
-	case Pass:
-		return "pass"
-	case Blackhole:
-		return "blackhole"
-	case Reset:
-		return "reset"
-	}
-	return fmt.Sprintf("Mode(%d)", int32(m))
-}
-
 // Proxy forwards a loopback listener to one target address.
 type Proxy struct {
 	lis    net.Listener
-	target atomic.Pointer[string]
+	target string
 	mode   atomic.Int32
 
 	mu     sync.Mutex
@@ -71,8 +59,7 @@ func New(listenAddr, target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fault proxy: %w", err)
 	}
-	p := &Proxy{lis: lis, conns: map[*pair]struct{}{}}
-	p.target.Store(&target)
+	p := &Proxy{lis: lis, target: target, conns: map[*pair]struct{}{}}
 	p.wg.Add(1)
 	go p.acceptLoop()
 	return p, nil
@@ -80,9 +67,6 @@ func New(listenAddr, target string) (*Proxy, error) {
 
 // Addr is the address clients dial.
 func (p *Proxy) Addr() string { return p.lis.Addr().String() }
-
-// SetTarget changes where new connections are forwarded.
-func (p *Proxy) SetTarget(target string) { p.target.Store(&target) }
 
 // Accepted is how many connections the proxy has accepted so far.
 func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
@@ -140,7 +124,7 @@ func (p *Proxy) acceptLoop() {
 			reset(c)
 			continue
 		}
-		s, err := net.Dial("tcp", *p.target.Load())
+		s, err := net.Dial("tcp", p.target)
 		if err != nil {
 			reset(c)
 			continue

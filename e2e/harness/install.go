@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -128,7 +130,6 @@ func Install(ctx context.Context, o Options) (*Installation, error) {
 	// run last-registered first), so no watch holds an API server open.
 	ctx, cancel := context.WithCancel(ctx)
 	o.T.Cleanup(cancel)
-	m := o.Mode
 	for _, c := range []provider.Cluster{o.Mgmt, o.Workload} {
 		if err := createNamespace(ctx, c); err != nil {
 			return nil, err
@@ -137,36 +138,56 @@ func Install(ctx context.Context, o Options) (*Installation, error) {
 	if err := in.userSecrets(ctx); err != nil {
 		return nil, err
 	}
+	if err := in.installManagement(ctx); err != nil {
+		return nil, err
+	}
+	if err := in.installWorkload(ctx); err != nil {
+		return nil, err
+	}
+	if err := in.project(ctx); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
 
+// installManagement applies the management profile and the user's
+// Certificates, waits for them, and starts relay-issuer when the profile has
+// a RelayIssuer, until it is Ready.
+func (in *Installation) installManagement(ctx context.Context) error {
 	mgmtObjs, err := in.profileObjects("management")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	in.progress("management: applying profile %s (%d objects)", m.Profile, len(mgmtObjs))
-	if err := apply(ctx, o.Mgmt, mgmtObjs); err != nil {
-		return nil, err
+	in.progress("management: applying profile %s (%d objects)", in.Mode.Profile, len(mgmtObjs))
+	if err := apply(ctx, in.Mgmt, mgmtObjs); err != nil {
+		return err
 	}
-	if err := in.userCertificates(ctx, o.Mgmt, "management"); err != nil {
-		return nil, err
+	if err := in.userCertificates(ctx, in.Mgmt, "management"); err != nil {
+		return err
 	}
-	if err := waitCertificates(ctx, o.Mgmt, in.progress); err != nil {
-		return nil, err
+	if err := waitCertificates(ctx, in.Mgmt, in.progress); err != nil {
+		return err
 	}
 	if hasKind(mgmtObjs, "RelayIssuer") {
-		if err := in.startIssuer(ctx, o.Mgmt, m.Enrolls()); err != nil {
-			return nil, err
+		if err := in.startIssuer(ctx, in.Mgmt, in.Mode.Enrolls()); err != nil {
+			return err
 		}
-		if err := WaitIssuerReady(ctx, o.Mgmt, "relay", time.Minute); err != nil {
-			return nil, err
+		if err := WaitIssuerReady(ctx, in.Mgmt, "relay", time.Minute); err != nil {
+			return err
 		}
 		in.progress("management: RelayIssuer relay is Ready")
 	}
+	return nil
+}
 
-	// The workload side: everything but the issuer and its Certificate
-	// first, then the registration, then those.
+// installWorkload applies the workload profile: everything but the issuer
+// and its Certificate first, then the registration, then those (as
+// `relayctl register` writes them when the mode enrolls), and waits for the
+// Certificates.
+func (in *Installation) installWorkload(ctx context.Context) error {
 	wlObjs, err := in.profileObjects("workload")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var issuers, certs []*unstructured.Unstructured
 	wlObjs = slices.DeleteFunc(wlObjs, func(u *unstructured.Unstructured) bool {
@@ -180,40 +201,34 @@ func Install(ctx context.Context, o Options) (*Installation, error) {
 		}
 		return true
 	})
-	in.progress("workload: applying profile %s (%d objects)", m.Profile, len(wlObjs)+len(issuers)+len(certs))
-	if err := apply(ctx, o.Workload, wlObjs); err != nil {
-		return nil, err
+	in.progress("workload: applying profile %s (%d objects)", in.Mode.Profile, len(wlObjs)+len(issuers)+len(certs))
+	if err := apply(ctx, in.Workload, wlObjs); err != nil {
+		return err
 	}
 	if err := in.register(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if len(issuers) > 0 {
 		// The remote issuer and the relay-client Certificate are what
 		// `relayctl register` writes; the profile's copies (with a
 		// placeholder endpoint) are left out.
-		if err := in.startIssuer(ctx, o.Workload, false); err != nil {
-			return nil, err
+		if err := in.startIssuer(ctx, in.Workload, false); err != nil {
+			return err
 		}
 		if err := in.relayctlRegister(ctx, false); err != nil {
-			return nil, err
+			return err
 		}
 		if in.RenewEvery > 0 {
-			in.Renewed = slices.DeleteFunc(in.Renewed, func(r Renewed) bool { return r.Cluster == o.Workload })
-			in.Renewed = append(in.Renewed, Renewed{Cluster: o.Workload, Certificate: "relay-client", Secret: ClientSecret})
+			in.Renewed = slices.DeleteFunc(in.Renewed, func(r Renewed) bool { return r.Cluster == in.Workload })
+			in.Renewed = append(in.Renewed, Renewed{Cluster: in.Workload, Certificate: "relay-client", Secret: ClientSecret})
 		}
-	} else if err := apply(ctx, o.Workload, certs); err != nil {
-		return nil, err
+	} else if err := apply(ctx, in.Workload, certs); err != nil {
+		return err
 	}
-	if err := in.userCertificates(ctx, o.Workload, "workload"); err != nil {
-		return nil, err
+	if err := in.userCertificates(ctx, in.Workload, "workload"); err != nil {
+		return err
 	}
-	if err := waitCertificates(ctx, o.Workload, in.progress); err != nil {
-		return nil, err
-	}
-	if err := in.project(ctx); err != nil {
-		return nil, err
-	}
-	return in, nil
+	return waitCertificates(ctx, in.Workload, in.progress)
 }
 
 func createNamespace(ctx context.Context, c provider.Cluster) error {
@@ -608,14 +623,13 @@ func WaitIssuerReady(ctx context.Context, c provider.Cluster, name string, timeo
 			last = err.Error()
 			return false, nil
 		}
-		for _, cond := range iss.Status.Conditions {
-			if cond.Type == "Ready" {
-				last = fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
-				return cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == iss.Generation, nil
-			}
+		cond := meta.FindStatusCondition(iss.Status.Conditions, string(cmapi.IssuerConditionReady))
+		if cond == nil {
+			last = "no Ready condition"
+			return false, nil
 		}
-		last = "no Ready condition"
-		return false, nil
+		last = fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
+		return cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == iss.Generation, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: RelayIssuer %s not Ready (%s): %w", c.Name(), name, last, err)
@@ -647,14 +661,13 @@ func WaitCertificateReady(ctx context.Context, c provider.Cluster, name string, 
 			last = err.Error()
 			return false, nil
 		}
-		for _, cond := range crt.Status.Conditions {
-			if cond.Type == cmapi.CertificateConditionReady {
-				last = fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
-				return cond.Status == cmmeta.ConditionTrue, nil
-			}
+		cond := apiutil.GetCertificateCondition(&crt, cmapi.CertificateConditionReady)
+		if cond == nil {
+			last = "no Ready condition"
+			return false, nil
 		}
-		last = "no Ready condition"
-		return false, nil
+		last = fmt.Sprintf("Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
+		return cond.Status == cmmeta.ConditionTrue, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: Certificate %s not Ready (%s): %w", c.Name(), name, last, err)

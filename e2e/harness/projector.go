@@ -130,13 +130,6 @@ func (p *Projector) Seen() [][]byte {
 	return append([][]byte(nil), p.seen...)
 }
 
-// Generations is how many generations were projected.
-func (p *Projector) Generations() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.generations
-}
-
 // Wait waits until at least n generations were projected.
 func (p *Projector) Wait(ctx context.Context, n int, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

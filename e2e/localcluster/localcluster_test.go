@@ -27,8 +27,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
 
 	"github.com/relaytls/relaytls/e2e/localcluster"
 )
@@ -405,10 +407,8 @@ func condition(cr *cmapi.CertificateRequest, typ cmapi.CertificateRequestConditi
 }
 
 func cmapiCondition(cr *cmapi.CertificateRequest, typ cmapi.CertificateRequestConditionType) cmapi.CertificateRequestCondition {
-	for _, cond := range cr.Status.Conditions {
-		if cond.Type == typ {
-			return cond
-		}
+	if cond := apiutil.GetCertificateRequestCondition(cr, typ); cond != nil {
+		return *cond
 	}
 	return cmapi.CertificateRequestCondition{}
 }
@@ -436,11 +436,7 @@ func getSecret(t *testing.T, c *localcluster.Cluster, ns, name string) *corev1.S
 
 func parseCert(t *testing.T, pemData []byte) *x509.Certificate {
 	t.Helper()
-	block, _ := pem.Decode(pemData)
-	if block == nil {
-		t.Fatal("no PEM certificate")
-	}
-	return must(x509.ParseCertificate(block.Bytes))(t)
+	return must(pki.DecodeX509CertificateBytes(pemData))(t)
 }
 
 func names(certs []cmapi.Certificate) []string {

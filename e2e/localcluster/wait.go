@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 )
@@ -24,11 +25,11 @@ func (c *Cluster) WaitForCertificateReady(ctx context.Context, namespace, name s
 			last = err.Error()
 			return false, client.IgnoreNotFound(err)
 		}
+		if r := apiutil.GetCertificateCondition(cert, cmapi.CertificateConditionReady); r != nil && r.Status == cmmeta.ConditionTrue && r.ObservedGeneration == cert.Generation {
+			return true, nil
+		}
 		var conds []string
 		for _, cond := range cert.Status.Conditions {
-			if cond.Type == cmapi.CertificateConditionReady && cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == cert.Generation {
-				return true, nil
-			}
 			conds = append(conds, fmt.Sprintf("%s=%s (%s: %s)", cond.Type, cond.Status, cond.Reason, cond.Message))
 		}
 		last = "conditions: " + strings.Join(conds, "; ")

@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -412,13 +414,11 @@ func (e *env) wrongTokenEnrollment(t *testing.T) {
 			if !strings.HasPrefix(cr.Name, "wrong-client") {
 				continue
 			}
-			for _, c := range cr.Status.Conditions {
-				if c.Type == cmapi.CertificateRequestConditionReady && c.Reason == cmapi.CertificateRequestReasonFailed {
-					if len(cr.Status.Certificate) > 0 {
-						return false, "a failed request carries a certificate"
-					}
-					return strings.Contains(c.Message, "identity proof"), c.Message
+			if c := apiutil.GetCertificateRequestCondition(&cr, cmapi.CertificateRequestConditionReady); c != nil && c.Reason == cmapi.CertificateRequestReasonFailed {
+				if len(cr.Status.Certificate) > 0 {
+					return false, "a failed request carries a certificate"
 				}
+				return strings.Contains(c.Message, "identity proof"), c.Message
 			}
 		}
 		return false, "no failed request yet"
@@ -473,10 +473,8 @@ func waitIssuer(t *testing.T, c provider.Cluster, status metav1.ConditionStatus,
 		if err := c.Client().Get(ctx, client.ObjectKey{Namespace: harness.Namespace, Name: "relay"}, &iss); err != nil {
 			return false, err.Error()
 		}
-		for _, cond := range iss.Status.Conditions {
-			if cond.Type == "Ready" {
-				return cond.Status == status && strings.Contains(cond.Message, msg), fmt.Sprintf("%s %s: %s", cond.Status, cond.Reason, cond.Message)
-			}
+		if cond := meta.FindStatusCondition(iss.Status.Conditions, string(cmapi.IssuerConditionReady)); cond != nil {
+			return cond.Status == status && strings.Contains(cond.Message, msg), fmt.Sprintf("%s %s: %s", cond.Status, cond.Reason, cond.Message)
 		}
 		return false, "no Ready condition"
 	})

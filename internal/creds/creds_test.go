@@ -101,6 +101,12 @@ func TestBrokenGenerationsKeepLastGood(t *testing.T) {
 		{"garbage key", func() error {
 			return f.certs.Write(map[string][]byte{"tls.crt": good.CertPEM, "tls.key": []byte("garbage")})
 		}, ReasonParse, "no PEM private key"},
+		{"key that does not parse", func() error {
+			return f.certs.Write(map[string][]byte{"tls.crt": good.CertPEM, "tls.key": []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")})
+		}, ReasonParse, "the private key does not parse"},
+		{"certificate that does not parse", func() error {
+			return f.certs.Write(map[string][]byte{"tls.crt": []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "tls.key": good.KeyPEM})
+		}, ReasonParse, "the certificate does not parse"},
 		{"key not matching", func() error {
 			return f.certs.Write(map[string][]byte{"tls.crt": good.CertPEM, "tls.key": other.KeyPEM})
 		}, ReasonKeyMismatch, "does not match"},

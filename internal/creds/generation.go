@@ -1,7 +1,8 @@
-// Package creds loads, validates and reloads the relay sidecar's TLS
-// material (certificate and key, trust bundle, identity token) from
-// kubelet-style Secret mounts, keeps the last good generation in an
-// atomic.Pointer, and builds the tls.Config of each role from it.
+// Package creds loads, validates and reloads TLS material (certificate and
+// key, trust bundle, identity token) from kubelet-style Secret mounts, keeps
+// the last good generation in an atomic.Pointer, and builds the tls.Config
+// of each role from it. The relay sidecar uses it for every role;
+// relay-issuer uses it for the serving certificate of its issuance endpoint.
 //
 // A generation is read as one consistent snapshot (the files of a Secret
 // directory are read through one resolution of its ..data symlink) and is
@@ -339,12 +340,12 @@ func validateCert(g *Generation, r *raw, exp Expect, now time.Time) error {
 	}
 	pair, err := tls.X509KeyPair(r.cert, r.key)
 	if err != nil {
-		// Do not include err verbatim for key parse errors: keep the message
-		// about the files, never about key bytes.
+		// err is not passed on: the message is about the files, never
+		// about key bytes (keyPairProblem).
 		if bytes.Contains([]byte(err.Error()), []byte("does not match")) {
 			return errf(ReasonKeyMismatch, "%s does not match the certificate in %s", r.keyPath, r.certPath)
 		}
-		return errf(ReasonParse, "%s and %s do not form a key pair: %s", r.certPath, r.keyPath, safeTLSErr(err))
+		return errf(ReasonParse, "%s and %s do not form a key pair: %s", r.certPath, r.keyPath, keyPairProblem(r.cert))
 	}
 	leaf := pair.Leaf
 	if leaf == nil {
@@ -393,9 +394,19 @@ func validateCert(g *Generation, r *raw, exp Expect, now time.Time) error {
 	return nil
 }
 
-// safeTLSErr keeps the error text of tls.X509KeyPair, which names formats
-// and types but never key material.
-func safeTLSErr(err error) string { return err.Error() }
+// keyPairProblem says which half of a pair that tls.X509KeyPair refused is
+// at fault, without its error text: a private key's parse error is not
+// repeated, so no part of a key can reach a log. The certificate is public,
+// so its parse error is named. certPEM starts with a CERTIFICATE block
+// (validateCert checked).
+func keyPairProblem(certPEM []byte) string {
+	if blk, _ := pem.Decode(certPEM); blk != nil {
+		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+			return fmt.Sprintf("the certificate does not parse: %v", err)
+		}
+	}
+	return "the private key does not parse (PKCS#1, PKCS#8 or SEC 1 DER in PEM expected) or is of a type the certificate cannot use"
+}
 
 // HasUsage reports whether c names usage explicitly. A certificate with no
 // extended key usage, or with only "any", does not: the peer would refuse it

@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
@@ -455,19 +456,10 @@ func (s *Server) wait(ctx context.Context, cr *cmapi.CertificateRequest, events 
 	}
 }
 
-func condition(cr *cmapi.CertificateRequest, t cmapi.CertificateRequestConditionType) *cmapi.CertificateRequestCondition {
-	for i := range cr.Status.Conditions {
-		if cr.Status.Conditions[i].Type == t {
-			return &cr.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
 // outcome reads a finished request: signed, refused or denied.
 func outcome(cr *cmapi.CertificateRequest) (*issuance.SignResponse, error, bool) {
-	ready := condition(cr, cmapi.CertificateRequestConditionReady)
-	if denied := condition(cr, cmapi.CertificateRequestConditionDenied); denied != nil && denied.Status == cmmeta.ConditionTrue {
+	ready := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady)
+	if denied := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionDenied); denied != nil && denied.Status == cmmeta.ConditionTrue {
 		return nil, issuance.Refusal(codes.PermissionDenied, cmapi.CertificateRequestReasonDenied, "the management cluster denied the request: "+denied.Message), true
 	}
 	if ready == nil {
@@ -480,7 +472,7 @@ func outcome(cr *cmapi.CertificateRequest) (*issuance.SignResponse, error, bool)
 		return nil, nil, false
 	}
 	reason, msg := "Failed", ready.Message
-	if inv := condition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv != nil && inv.Status == cmmeta.ConditionTrue {
+	if inv := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv != nil && inv.Status == cmmeta.ConditionTrue {
 		reason, msg = inv.Reason, inv.Message
 	}
 	code := codes.InvalidArgument
@@ -494,7 +486,7 @@ func outcome(cr *cmapi.CertificateRequest) (*issuance.SignResponse, error, bool)
 
 func (s *Server) timeout(last *cmapi.CertificateRequest) error {
 	state := "no status yet"
-	if r := condition(last, cmapi.CertificateRequestConditionReady); r != nil {
+	if r := apiutil.GetCertificateRequestCondition(last, cmapi.CertificateRequestConditionReady); r != nil {
 		state = fmt.Sprintf("%s: %s", r.Reason, r.Message)
 	}
 	return issuance.Refusal(codes.DeadlineExceeded, "Timeout",

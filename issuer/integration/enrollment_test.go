@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
@@ -190,10 +190,8 @@ func waitCertificateReady(t *testing.T, c *localcluster.Cluster, name string) {
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &crt); err != nil {
 			return false, err.Error(), nil
 		}
-		for _, cond := range crt.Status.Conditions {
-			if cond.Type == cmapi.CertificateConditionReady {
-				return cond.Status == cmmeta.ConditionTrue, cond.Reason + ": " + cond.Message, nil
-			}
+		if cond := apiutil.GetCertificateCondition(&crt, cmapi.CertificateConditionReady); cond != nil {
+			return cond.Status == cmmeta.ConditionTrue, cond.Reason + ": " + cond.Message, nil
 		}
 		return false, "no Ready condition", nil
 	})
@@ -330,11 +328,11 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		waitIssuer(t, e.wl, "wrong", metav1.ConditionTrue, "")
 		createClientCertificate(t, e.wl, "wrong-client", "wrong-client-tls", "wrong", "cluster-2")
 		cr := waitCertificateRequestFor(t, e.wl, "wrong-client")
-		inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest)
+		inv := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionInvalidRequest)
 		if inv == nil || inv.Reason != policy.ReasonInvalidIdentityProof || !strings.Contains(inv.Message, "identity proof was refused") {
 			t.Fatalf("InvalidRequest condition %+v; want reason %s saying the identity proof was refused", inv, policy.ReasonInvalidIdentityProof)
 		}
-		if r := crCondition(cr, cmapi.CertificateRequestConditionReady); !strings.Contains(r.Message, "identity proof was refused") || len(cr.Status.Certificate) > 0 {
+		if r := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady); !strings.Contains(r.Message, "identity proof was refused") || len(cr.Status.Certificate) > 0 {
 			t.Fatalf("Ready message %q, %d certificate bytes; want the refusal and no certificate", r.Message, len(cr.Status.Certificate))
 		}
 		var s corev1.Secret
@@ -351,7 +349,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		waitIssuer(t, e.wl, "mismatch", metav1.ConditionTrue, "")
 		createClientCertificate(t, e.wl, "mismatch-client", "mismatch-client-tls", "mismatch", "cluster-1")
 		cr := waitCertificateRequestFor(t, e.wl, "mismatch-client")
-		if inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonInvalidIdentityProof || !strings.Contains(inv.Message, `"cluster-3"`) {
+		if inv := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonInvalidIdentityProof || !strings.Contains(inv.Message, `"cluster-3"`) {
 			t.Fatalf("InvalidRequest condition %+v; want reason %s naming cluster-3", inv, policy.ReasonInvalidIdentityProof)
 		}
 		if strings.Contains(cr.Status.Conditions[0].Message, string(getSecret(t, e.wl.Client, "relay-identity-token-secret").Data["token"])) {
@@ -364,7 +362,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		e.stopMgmt()
 		renew(t, e.wl, "relay-client")
 		cr := waitPendingRequestFor(t, e.wl, "relay-client")
-		if r := crCondition(cr, cmapi.CertificateRequestConditionReady); !strings.Contains(r.Message, "issuance endpoint") {
+		if r := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady); !strings.Contains(r.Message, "issuance endpoint") {
 			t.Fatalf("pending request message %q does not mention the endpoint", r.Message)
 		}
 		consistently(t, 3*time.Second, "the client Secret stays untouched while the endpoint is down", func(ctx context.Context) (bool, string, error) {
@@ -484,8 +482,11 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		}
 		t.Run("the root token itself (shared scope) is refused by a per-cluster issuer", func(t *testing.T) {
 			req := goodRequest(t, cluster)
-			block, _ := pem.Decode(req.CSR)
-			req.Proof = proof.Identity(proof.Token(token), cluster, block.Bytes)
+			csr, err := pki.DecodeX509CertificateRequestBytes(req.CSR)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Proof = proof.Identity(proof.Token(token), cluster, csr.Raw)
 			sign(t, req, policy.ReasonTokenScopeMismatch)
 		})
 		t.Run("a revoked cluster is refused", func(t *testing.T) {
@@ -517,8 +518,11 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 				return issuance.ReasonOf(err) == policy.ReasonStaleTokenGeneration, fmt.Sprintf("got %v", err), nil
 			})
 			req := goodRequest(t, cluster)
-			block, _ := pem.Decode(req.CSR)
-			req.Proof = proof.Identity(proof.Token(clusterToken(t, []byte(token), cluster, 2)), cluster, block.Bytes)
+			csr, err := pki.DecodeX509CertificateRequestBytes(req.CSR)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Proof = proof.Identity(proof.Token(clusterToken(t, []byte(token), cluster, 2)), cluster, csr.Raw)
 			if _, err := ic.Sign(t.Context(), req); err != nil {
 				t.Fatalf("the generation-2 token: %v", err)
 			}
@@ -594,7 +598,7 @@ func waitCertificateRequestFor(t *testing.T, c *localcluster.Cluster, certificat
 			return false, err.Error(), nil
 		}
 		for i := range crs {
-			if r := crCondition(&crs[i], cmapi.CertificateRequestConditionReady); r != nil && r.Reason == cmapi.CertificateRequestReasonFailed {
+			if r := apiutil.GetCertificateRequestCondition(&crs[i], cmapi.CertificateRequestConditionReady); r != nil && r.Reason == cmapi.CertificateRequestReasonFailed {
 				found = &crs[i]
 				return true, "", nil
 			}
@@ -615,7 +619,7 @@ func waitPendingRequestFor(t *testing.T, c *localcluster.Cluster, certificate st
 			return false, err.Error(), nil
 		}
 		for i := range crs {
-			r := crCondition(&crs[i], cmapi.CertificateRequestConditionReady)
+			r := apiutil.GetCertificateRequestCondition(&crs[i], cmapi.CertificateRequestConditionReady)
 			if r != nil && r.Reason == cmapi.CertificateRequestReasonPending && strings.Contains(r.Message, "will retry") {
 				found = &crs[i]
 				return true, "", nil

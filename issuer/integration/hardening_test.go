@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	cmclient "github.com/cert-manager/cert-manager/pkg/client/clientset/versioned"
@@ -275,7 +276,7 @@ func TestEndpointHardening(t *testing.T) {
 		if len(got.Status.Certificate) > 0 {
 			t.Fatal("a request with a negative duration was signed")
 		}
-		if inv := crCondition(got, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonInvalidDuration {
+		if inv := apiutil.GetCertificateRequestCondition(got, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonInvalidDuration {
 			t.Fatalf("InvalidRequest condition %+v, want reason %s", inv, policy.ReasonInvalidDuration)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
@@ -77,7 +78,7 @@ func TestRelayIssuer(t *testing.T) {
 		proofs = append(proofs, p)
 		createCR(t, c, crOptions{name: "signed", issuer: "relay", csrPEM: testpki.CSRPEM(der), cluster: "cluster-1", proof: p, duration: 2000 * time.Hour})
 		cr := waitCR(t, c, "signed")
-		if r := crCondition(cr, cmapi.CertificateRequestConditionReady); r.Status != cmmeta.ConditionTrue {
+		if r := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady); r.Status != cmmeta.ConditionTrue {
 			t.Fatalf("not signed: %s: %s", r.Reason, r.Message)
 		}
 		chain := parseChain(t, cr.Status.Certificate)
@@ -121,7 +122,7 @@ func TestRelayIssuer(t *testing.T) {
 		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"cluster-1"}})
 		createCR(t, c, crOptions{name: "capped", issuer: "short", csrPEM: testpki.CSRPEM(der), cluster: "cluster-1", duration: 100 * time.Hour})
 		cr := waitCR(t, c, "capped")
-		if r := crCondition(cr, cmapi.CertificateRequestConditionReady); r.Status != cmmeta.ConditionTrue {
+		if r := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady); r.Status != cmmeta.ConditionTrue {
 			t.Fatalf("not signed: %s: %s", r.Reason, r.Message)
 		}
 		leaf := parseChain(t, cr.Status.Certificate)[0]
@@ -190,11 +191,11 @@ func TestRelayIssuer(t *testing.T) {
 				name := "refused-" + strings.ToLower(strings.ReplaceAll(tc.name, " ", "-"))
 				createCR(t, c, crOptions{name: name, issuer: "relay", csrPEM: testpki.CSRPEM(der), cluster: tc.cluster, proof: p, usages: tc.usages, isCA: tc.isCA})
 				cr := waitCR(t, c, name)
-				r := crCondition(cr, cmapi.CertificateRequestConditionReady)
+				r := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady)
 				if r.Status != cmmeta.ConditionFalse || r.Reason != cmapi.CertificateRequestReasonFailed {
 					t.Fatalf("Ready=%s reason=%s; want a permanent failure", r.Status, r.Reason)
 				}
-				inv := crCondition(cr, cmapi.CertificateRequestConditionInvalidRequest)
+				inv := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionInvalidRequest)
 				if inv == nil || inv.Status != cmmeta.ConditionTrue || inv.Reason != tc.wantReason {
 					t.Fatalf("InvalidRequest condition = %+v; want True with reason %s", inv, tc.wantReason)
 				}
@@ -241,7 +242,7 @@ func TestRelayIssuer(t *testing.T) {
 			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cr); err != nil {
 				return false, err.Error(), nil
 			}
-			r := crCondition(&cr, cmapi.CertificateRequestConditionReady)
+			r := apiutil.GetCertificateRequestCondition(&cr, cmapi.CertificateRequestConditionReady)
 			if len(cr.Status.Certificate) != 0 || (r != nil && r.Status == cmmeta.ConditionTrue) {
 				return false, "the denied request was signed", nil
 			}
@@ -435,7 +436,7 @@ func TestRelayIssuer(t *testing.T) {
 		proofs = append(proofs, p)
 		createCR(t, c, crOptions{name: "via-cluster-issuer", issuer: "relay-cluster", kind: "RelayClusterIssuer", csrPEM: testpki.CSRPEM(der), cluster: "cluster-7", proof: p})
 		got := waitCR(t, c, "via-cluster-issuer")
-		if r := crCondition(got, cmapi.CertificateRequestConditionReady); r.Status != cmmeta.ConditionTrue {
+		if r := apiutil.GetCertificateRequestCondition(got, cmapi.CertificateRequestConditionReady); r.Status != cmmeta.ConditionTrue {
 			t.Fatalf("not signed: %s: %s", r.Reason, r.Message)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
@@ -258,15 +259,6 @@ func createCR(t *testing.T, c *localcluster.Cluster, o crOptions) *cmapi.Certifi
 	return cr
 }
 
-func crCondition(cr *cmapi.CertificateRequest, typ cmapi.CertificateRequestConditionType) *cmapi.CertificateRequestCondition {
-	for i := range cr.Status.Conditions {
-		if cr.Status.Conditions[i].Type == typ {
-			return &cr.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
 // waitCR waits until the CertificateRequest is Ready=True or failed, and
 // returns it.
 func waitCR(t *testing.T, c *localcluster.Cluster, name string) *cmapi.CertificateRequest {
@@ -276,7 +268,7 @@ func waitCR(t *testing.T, c *localcluster.Cluster, name string) *cmapi.Certifica
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cr); err != nil {
 			return false, err.Error(), nil
 		}
-		r := crCondition(&cr, cmapi.CertificateRequestConditionReady)
+		r := apiutil.GetCertificateRequestCondition(&cr, cmapi.CertificateRequestConditionReady)
 		if r == nil {
 			return false, "no Ready condition", nil
 		}

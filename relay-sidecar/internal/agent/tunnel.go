@@ -49,6 +49,40 @@ func (a *Agent) handle(local net.Conn) {
 
 	ctx, cancel := context.WithCancel(a.ctx)
 	defer cancel()
+	o, err := a.openTunnel(ctx, cancel, rc)
+	if err != nil {
+		a.cfg.Metrics.Tunnels.WithLabelValues("open_failed").Inc()
+		a.cfg.Log.Warn("tunnel refused", "conn", rc.id, "error", message(err))
+		return
+	}
+	if o.resumable {
+		handedOff = true // runResumable releases rc
+		a.runResumable(local, rc, o.stream, cancel, o.id)
+		return
+	}
+	a.cfg.Metrics.ActiveTunnels.Inc()
+	defer a.cfg.Metrics.ActiveTunnels.Dec()
+	result := a.pipe(local, rc, o.stream, cancel, o.confirmed)
+	a.cfg.Metrics.Tunnels.WithLabelValues(result).Inc()
+}
+
+// openedTunnel is a tunnel stream that the open frame went out on.
+type openedTunnel struct {
+	stream grpc.ClientStream
+	// resumable tunnels go to runResumable, with the server's tunnel ID
+	// when it already answered (nil: the answer arrives on the stream).
+	resumable bool
+	id        []byte
+	// confirmed: the server's answer to the open was read; otherwise it
+	// arrives in pipe.
+	confirmed bool
+}
+
+// openTunnel opens a tunnel stream on rc and sends the open frame, within
+// --open-timeout (the timer cancels ctx). In every case the first bytes
+// may follow the open at once: only a resumable tunnel on a connection
+// that has not yet resumed waits for the server's answer here.
+func (a *Agent) openTunnel(ctx context.Context, cancel context.CancelFunc, rc *relayConn) (openedTunnel, error) {
 	openTimer := time.AfterFunc(a.cfg.OpenTimeout, cancel)
 	stream, err := rc.cc.NewStream(ctx, &frame.TunnelStreamDesc, frame.TunnelMethod, grpc.WaitForReady(true))
 	if err == nil {
@@ -62,21 +96,17 @@ func (a *Agent) handle(local net.Conn) {
 		}
 	}
 	if err == nil && a.cfg.ResumeWindow > 0 && rc.resumable.Load() {
-		// One round trip: the first bytes follow the open at once; the
-		// server's answer (the tunnel ID) arrives on the stream.
+		// One round trip: the server's answer (the tunnel ID) arrives on
+		// the stream.
 		openTimer.Stop()
-		handedOff = true // runResumable releases rc
-		a.runResumable(local, rc, stream, cancel, nil)
-		return
+		return openedTunnel{stream: stream, resumable: true}, nil
 	}
-	// Without resuming the first bytes follow the open at once too; the
-	// server's answer arrives in the copy loop below.
-	confirmed := false
+	o := openedTunnel{stream: stream}
 	var f frame.Frame
 	if err == nil && a.cfg.ResumeWindow == 0 {
 		openTimer.Stop()
 	} else if err == nil {
-		confirmed = true
+		o.confirmed = true
 		err = stream.RecvMsg(&f)
 		if err == nil && f.Kind != frame.KindOpen {
 			err = errors.New("the server answered open with a " + f.Kind.String() + " frame")
@@ -86,57 +116,75 @@ func (a *Agent) handle(local net.Conn) {
 		err = errors.New("timed out waiting for the relay to open the tunnel")
 	}
 	if err != nil {
-		a.cfg.Metrics.Tunnels.WithLabelValues("open_failed").Inc()
-		a.cfg.Log.Warn("tunnel refused", "conn", rc.id, "error", message(err))
-		return
+		return openedTunnel{}, err
 	}
 	if len(f.ID) > 0 && a.cfg.ResumeWindow > 0 {
-		handedOff = true // runResumable releases rc
-		a.runResumable(local, rc, stream, cancel, f.ID)
-		return
+		o.resumable, o.id = true, f.ID
 	}
-	a.cfg.Metrics.ActiveTunnels.Inc()
-	defer a.cfg.Metrics.ActiveTunnels.Dec()
+	return o, nil
+}
 
+// pipe copies a tunnel that does not resume both ways until it ends, and
+// returns the result label of the tunnel metric.
+func (a *Agent) pipe(local net.Conn, rc *relayConn, stream grpc.ClientStream, cancel context.CancelFunc, confirmed bool) string {
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
-		buf := make([]byte, frame.MaxPayload)
-		for {
-			n, rerr := local.Read(buf)
-			if n > 0 {
-				if err := stream.SendMsg(&frame.Frame{Kind: frame.KindData, Payload: buf[:n]}); err != nil {
-					return
-				}
-			}
-			if errors.Is(rerr, io.EOF) {
-				_ = stream.CloseSend()
-				return
-			}
-			if rerr != nil {
-				cancel()
+		sendLocal(local, stream, cancel)
+	}()
+	result := a.receive(local, rc, stream, cancel, confirmed)
+	if result != "ok" {
+		cancel()
+		// The reader in sendLocal stops at the deadline; handle's
+		// deferred closeClean finishes with a FIN.
+		closeWrite(local)
+		_ = local.SetReadDeadline(time.Now().Add(drainWait))
+	}
+	<-upDone
+	return result
+}
+
+// sendLocal sends what the local client writes as data frames, and half
+// closes the stream at its EOF.
+func sendLocal(local net.Conn, stream grpc.ClientStream, cancel context.CancelFunc) {
+	buf := make([]byte, frame.MaxPayload)
+	for {
+		n, rerr := local.Read(buf)
+		if n > 0 {
+			if err := stream.SendMsg(&frame.Frame{Kind: frame.KindData, Payload: buf[:n]}); err != nil {
 				return
 			}
 		}
-	}()
-	var result string
+		if errors.Is(rerr, io.EOF) {
+			_ = stream.CloseSend()
+			return
+		}
+		if rerr != nil {
+			cancel()
+			return
+		}
+	}
+}
+
+// receive writes the server's data frames to the local client until the
+// stream ends, and says how it ended: ok, broken, open_failed (the server
+// refused the open) or local_error.
+func (a *Agent) receive(local net.Conn, rc *relayConn, stream grpc.ClientStream, cancel context.CancelFunc, confirmed bool) string {
 	for {
 		var f frame.Frame
 		err := stream.RecvMsg(&f)
 		if errors.Is(err, io.EOF) {
-			result = "ok"
-			break
+			return "ok"
 		}
 		if err != nil {
-			result = "broken"
 			switch {
 			case !confirmed:
-				result = "open_failed"
 				a.cfg.Log.Warn("tunnel refused", "conn", rc.id, "error", message(err))
+				return "open_failed"
 			case a.ctx.Err() == nil:
 				a.cfg.Log.Warn("tunnel ended by the relay", "conn", rc.id, "error", message(err))
 			}
-			break
+			return "broken"
 		}
 		switch f.Kind {
 		case frame.KindOpen:
@@ -145,25 +193,13 @@ func (a *Agent) handle(local net.Conn) {
 			_, err := local.Write(f.Payload)
 			f.Release()
 			if err != nil {
-				result = "local_error"
 				cancel()
+				return "local_error"
 			}
 		case frame.KindClose:
 			closeWrite(local)
 		}
-		if result != "" {
-			break
-		}
 	}
-	if result != "ok" {
-		cancel()
-		// The reader below stops at the deadline; the deferred
-		// closeClean finishes with a FIN.
-		closeWrite(local)
-		_ = local.SetReadDeadline(time.Now().Add(drainWait))
-	}
-	<-upDone
-	a.cfg.Metrics.Tunnels.WithLabelValues(result).Inc()
 }
 
 func message(err error) string {

@@ -119,17 +119,6 @@ func (c *Config) Finish(fs *flag.FlagSet) error {
 	return c.Validate()
 }
 
-// Set marks a flag as given (for configs built without a FlagSet).
-func (c *Config) Set(name string) {
-	if c.set == nil {
-		c.set = map[string]bool{}
-	}
-	c.set[name] = true
-}
-
-// SetMode sets --mode.
-func (c *Config) SetMode(m string) { c.mode = m; c.Set("mode") }
-
 // Window is the resume window handed to the roles: zero when resuming is
 // off.
 func (c *Config) Window() time.Duration {
@@ -159,11 +148,30 @@ var (
 	agentOnly = []string{"server-addr", "cluster", "allow-non-loopback-listen", "keepalive-time", "keepalive-timeout", "reconnect-max-delay"}
 )
 
-// Validate checks the configuration.
-func (c *Config) Validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+// problems collects every refusal of a config, in the order found.
+type problems []error
 
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
+
+// Validate checks the configuration: role and mode first (nothing else can
+// be judged without them), then every other refusal at once.
+func (c *Config) Validate() error {
+	if err := c.roleAndMode(); err != nil {
+		return err
+	}
+	var p problems
+	c.checkCommon(&p)
+	c.checkMaterial(&p)
+	if c.Role == "server" {
+		c.checkServer(&p)
+	} else {
+		c.checkAgent(&p)
+	}
+	return errors.Join(p...)
+}
+
+// roleAndMode checks --role and parses --mode into c.Mode.
+func (c *Config) roleAndMode() error {
 	switch c.Role {
 	case "server", "agent":
 	case "":
@@ -182,51 +190,60 @@ func (c *Config) Validate() error {
 		return err
 	}
 	c.Mode = m
+	return nil
+}
 
+// checkCommon checks the flags of both roles: the other role's flags,
+// the listen addresses, TLS version, reload, drain and resume.
+func (c *Config) checkCommon(p *problems) {
 	other, otherRole := agentOnly, "agent"
 	if c.Role == "agent" {
 		other, otherRole = serverOnly, "server"
 	}
 	for _, f := range other {
 		if c.set[f] {
-			add("--%s is only for --role=%s and conflicts with --role=%s", f, otherRole, c.Role)
+			p.add("--%s is only for --role=%s and conflicts with --role=%s", f, otherRole, c.Role)
 		}
 	}
 	if c.Listen == "" {
-		add("--listen is required")
+		p.add("--listen is required")
 	}
 	if c.HealthListen == "" {
-		add("--health-listen must not be empty")
+		p.add("--health-listen must not be empty")
 	} else if c.HealthListen == c.Listen {
-		add("--health-listen and --listen are both %s; the probes need their own address", c.Listen)
+		p.add("--health-listen and --listen are both %s; the probes need their own address", c.Listen)
 	}
 	switch c.TLSMin {
 	case "1.3", "1.2":
 	default:
-		add("--tls-min-version=%q is not 1.3 or 1.2", c.TLSMin)
+		p.add("--tls-min-version=%q is not 1.3 or 1.2", c.TLSMin)
 	}
 	if c.ReloadPoll <= 0 {
-		add("--reload-poll-interval must be positive")
+		p.add("--reload-poll-interval must be positive")
 	}
 	if c.DrainTimeout < 0 {
-		add("--drain-timeout must not be negative")
+		p.add("--drain-timeout must not be negative")
 	}
 	if !c.Resume {
 		for _, f := range []string{"resume-window", "resume-buffer"} {
 			if c.set[f] {
-				add("--%s conflicts with --resume=false", f)
+				p.add("--%s conflicts with --resume=false", f)
 			}
 		}
 	} else {
 		if c.ResumeWindow <= 0 {
-			add("--resume-window must be positive (use --resume=false to turn resuming off)")
+			p.add("--resume-window must be positive (use --resume=false to turn resuming off)")
 		}
 		if c.ResumeBuffer < 64<<10 {
-			add("--resume-buffer=%d is below 65536 bytes", c.ResumeBuffer)
+			p.add("--resume-buffer=%d is below 65536 bytes", c.ResumeBuffer)
 		}
 	}
+}
 
-	// Material per mode and role.
+// checkMaterial checks the credential flags and the token scope against
+// what the mode and role use.
+func (c *Config) checkMaterial(p *problems) {
+	m := c.Mode
 	need := map[string]bool{}
 	switch {
 	case m == access.ModeTLS && c.Role == "server":
@@ -241,74 +258,79 @@ func (c *Config) Validate() error {
 		required, allowed := need[f]
 		switch {
 		case !allowed && values[f] != "":
-			add("--%s conflicts with --mode=%s --role=%s, which does not use it", f, m, c.Role)
+			p.add("--%s conflicts with --mode=%s --role=%s, which does not use it", f, m, c.Role)
 		case required && values[f] == "":
-			add("--%s is required with --mode=%s --role=%s", f, m, c.Role)
+			p.add("--%s is required with --mode=%s --role=%s", f, m, c.Role)
 		}
 	}
 	if _, err := proof.ParseScope(c.TokenScope); err != nil {
-		add("--token-scope=%q is not per-cluster or shared", c.TokenScope)
+		p.add("--token-scope=%q is not per-cluster or shared", c.TokenScope)
 	} else if c.set["token-scope"] && m != access.ModeTLS {
-		add("--token-scope conflicts with --mode=%s: only mode tls checks tokens on the relay", m)
+		p.add("--token-scope conflicts with --mode=%s: only mode tls checks tokens on the relay", m)
 	}
 	for _, f := range []string{"tls-min-version", "server-name"} {
 		if m == access.ModeInsecure && c.set[f] {
-			add("--%s conflicts with --mode=insecure", f)
+			p.add("--%s conflicts with --mode=insecure", f)
 		}
 	}
+}
 
-	if c.Role == "server" {
-		if c.Upstream == "" {
-			add("--upstream is required with --role=server")
-		} else if err := checkAddr(c.Upstream, true); err != nil {
-			add("--upstream: %v", err)
-		}
-		if c.KeepaliveMinTime <= 0 {
-			add("--keepalive-min-time must be positive")
-		}
-		if c.MaxStreamsPerConn < 2 {
-			add("--max-streams-per-connection=%d is below 2 (an agent needs a hello and a tunnel)", c.MaxStreamsPerConn)
-		}
-		if c.MaxTunnelsPerCluster < 1 {
-			add("--max-tunnels-per-cluster=%d must be at least 1", c.MaxTunnelsPerCluster)
-		}
-		if c.Resume && c.MaxUnackedPerCluster < c.ResumeBuffer {
-			add("--max-unacked-bytes-per-cluster=%d is below --resume-buffer=%d; one tunnel could not fill its own buffer", c.MaxUnackedPerCluster, c.ResumeBuffer)
-		}
-		if c.AuthTimeout < 100*time.Millisecond {
-			add("--auth-timeout=%s is below 100ms", c.AuthTimeout)
-		}
-	} else {
-		if c.ServerAddr == "" {
-			add("--server-addr is required with --role=agent")
-		} else if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
-			add("--server-addr=%q: %v", c.ServerAddr, err)
-		} else if c.ServerName == "" && m != access.ModeInsecure {
-			c.ServerName, _, _ = net.SplitHostPort(c.ServerAddr)
-		}
-		if m != access.ModeMTLS || c.Cluster != "" {
-			if err := proof.ValidateCluster(c.Cluster); err != nil {
-				add("--cluster: %v", err)
-			}
-		}
-		if c.Listen != "" {
-			if err := checkAddr(c.Listen, true); err != nil {
-				add("--listen: %v", err)
-			} else if !c.AllowNonLoopbackListen && !isLoopbackOrUnix(c.Listen) {
-				add("--listen=%s is not a loopback address or unix socket; pass --allow-non-loopback-listen to expose local tunnels to the network", c.Listen)
-			}
-		}
-		if c.KeepaliveTime < 10*time.Second {
-			add("--keepalive-time=%s is below gRPC's 10s minimum", c.KeepaliveTime)
-		}
-		if c.KeepaliveTimeout <= 0 {
-			add("--keepalive-timeout must be positive")
-		}
-		if c.ReconnectMaxDelay <= 0 {
-			add("--reconnect-max-delay must be positive")
+// checkServer checks the server role's upstream and bounds.
+func (c *Config) checkServer(p *problems) {
+	if c.Upstream == "" {
+		p.add("--upstream is required with --role=server")
+	} else if err := checkAddr(c.Upstream, true); err != nil {
+		p.add("--upstream: %v", err)
+	}
+	if c.KeepaliveMinTime <= 0 {
+		p.add("--keepalive-min-time must be positive")
+	}
+	if c.MaxStreamsPerConn < 2 {
+		p.add("--max-streams-per-connection=%d is below 2 (an agent needs a hello and a tunnel)", c.MaxStreamsPerConn)
+	}
+	if c.MaxTunnelsPerCluster < 1 {
+		p.add("--max-tunnels-per-cluster=%d must be at least 1", c.MaxTunnelsPerCluster)
+	}
+	if c.Resume && c.MaxUnackedPerCluster < c.ResumeBuffer {
+		p.add("--max-unacked-bytes-per-cluster=%d is below --resume-buffer=%d; one tunnel could not fill its own buffer", c.MaxUnackedPerCluster, c.ResumeBuffer)
+	}
+	if c.AuthTimeout < 100*time.Millisecond {
+		p.add("--auth-timeout=%s is below 100ms", c.AuthTimeout)
+	}
+}
+
+// checkAgent checks the agent role's server address (and defaults
+// --server-name from it), cluster, listen address and keepalives.
+func (c *Config) checkAgent(p *problems) {
+	m := c.Mode
+	if c.ServerAddr == "" {
+		p.add("--server-addr is required with --role=agent")
+	} else if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
+		p.add("--server-addr=%q: %v", c.ServerAddr, err)
+	} else if c.ServerName == "" && m != access.ModeInsecure {
+		c.ServerName, _, _ = net.SplitHostPort(c.ServerAddr)
+	}
+	if m != access.ModeMTLS || c.Cluster != "" {
+		if err := proof.ValidateCluster(c.Cluster); err != nil {
+			p.add("--cluster: %v", err)
 		}
 	}
-	return errors.Join(errs...)
+	if c.Listen != "" {
+		if err := checkAddr(c.Listen, true); err != nil {
+			p.add("--listen: %v", err)
+		} else if !c.AllowNonLoopbackListen && !isLoopbackOrUnix(c.Listen) {
+			p.add("--listen=%s is not a loopback address or unix socket; pass --allow-non-loopback-listen to expose local tunnels to the network", c.Listen)
+		}
+	}
+	if c.KeepaliveTime < 10*time.Second {
+		p.add("--keepalive-time=%s is below gRPC's 10s minimum", c.KeepaliveTime)
+	}
+	if c.KeepaliveTimeout <= 0 {
+		p.add("--keepalive-timeout must be positive")
+	}
+	if c.ReconnectMaxDelay <= 0 {
+		p.add("--reconnect-max-delay must be positive")
+	}
 }
 
 func checkAddr(a string, allowUnix bool) error {

@@ -380,14 +380,15 @@ func (s *Session) finish() {
 }
 
 // Attach carries the session over st until the tunnel is done (nil), the
-// session is aborted (*Aborted), the attachment is replaced or stop is
-// closed (ErrDetached), or the stream fails (its error). from is the offset
-// the peer has delivered; gen comes from Takeover. With waitEOF (the
-// agent), a finished tunnel also waits for the server to end the stream.
-// cancel, if set, ends st; it is called when the attachment stops for any
-// other reason than the tunnel's end, so that a send blocked on flow
-// control returns.
-func (s *Session) Attach(st Stream, gen, from uint64, stop, stop2 <-chan struct{}, waitEOF bool, cancel func()) error {
+// session is aborted (*Aborted), the attachment ends early (ErrDetached:
+// replaced is closed when a newer stream or connection takes the tunnel
+// over, expired when the connection under st expires; a nil channel never
+// closes), or the stream fails (its error). from is the offset the peer has
+// delivered; gen comes from Takeover. With waitEOF (the agent), a finished
+// tunnel also waits for the server to end the stream. cancel, if set, ends
+// st; it is called when the attachment stops for any other reason than the
+// tunnel's end, so that a send blocked on flow control returns.
+func (s *Session) Attach(st Stream, gen, from uint64, replaced, expired <-chan struct{}, waitEOF bool, cancel func()) error {
 	s.mu.Lock()
 	if err := s.ack(from); err != nil {
 		s.mu.Unlock()
@@ -417,10 +418,10 @@ func (s *Session) Attach(st Stream, gen, from uint64, stop, stop2 <-chan struct{
 	case err = <-recvErr:
 		recvDone = true
 		stopped()
-	case <-stop:
+	case <-replaced:
 		err = ErrDetached
 		stopped()
-	case <-stop2:
+	case <-expired:
 		err = ErrDetached
 		stopped()
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 
@@ -147,12 +148,10 @@ func WaitPKI(ctx context.Context, c *kube.Conn, objs []*unstructured.Unstructure
 			state := "not found"
 			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: n}, &crt); err == nil {
 				state = "no Ready condition yet"
-				for _, cond := range crt.Status.Conditions {
-					if cond.Type == cmapi.CertificateConditionReady {
-						state = fmt.Sprintf("Ready=%s %s", cond.Status, cond.Message)
-						if cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == crt.Generation {
-							state = "Ready"
-						}
+				if cond := apiutil.GetCertificateCondition(&crt, cmapi.CertificateConditionReady); cond != nil {
+					state = fmt.Sprintf("Ready=%s %s", cond.Status, cond.Message)
+					if cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == crt.Generation {
+						state = "Ready"
 					}
 				}
 			}

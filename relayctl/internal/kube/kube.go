@@ -11,6 +11,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"k8s.io/apiextensions-apiserver/pkg/apihelpers"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/validation"
@@ -159,12 +160,7 @@ func (c *Conn) waitEstablished(ctx context.Context, name string) error {
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
 			return false, err
 		}
-		for _, cond := range crd.Status.Conditions {
-			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
+		return apihelpers.IsCRDConditionTrue(&crd, apiextensionsv1.Established), nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: CRD %s is not established: %w", c.Name, name, err)

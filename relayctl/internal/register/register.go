@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -482,7 +483,7 @@ func observe(ctx context.Context, c *kube.Conn) state {
 	var iss relayv1.RelayIssuer
 	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: modes.RelayIssuerName}, &iss); err != nil {
 		s.issuer = "RelayIssuer relay: " + err.Error()
-	} else if r := findCondition(iss.Status.Conditions, "Ready"); r == nil {
+	} else if r := meta.FindStatusCondition(iss.Status.Conditions, string(cmapi.IssuerConditionReady)); r == nil {
 		s.issuer = "RelayIssuer relay: no Ready condition yet"
 	} else if r.ObservedGeneration < iss.Generation {
 		s.issuer = fmt.Sprintf("RelayIssuer relay: changed (generation %d), not yet checked again; last check: Ready=%s %s", iss.Generation, r.Status, r.Reason)
@@ -495,11 +496,9 @@ func observe(ctx context.Context, c *kube.Conn) state {
 		s.cert = "Certificate relay-client: " + err.Error()
 		return s
 	}
-	for _, cond := range crt.Status.Conditions {
-		if cond.Type == cmapi.CertificateConditionReady {
-			s.cert = fmt.Sprintf("Certificate relay-client: Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
-			s.ready = cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == crt.Generation
-		}
+	if cond := apiutil.GetCertificateCondition(&crt, cmapi.CertificateConditionReady); cond != nil {
+		s.cert = fmt.Sprintf("Certificate relay-client: Ready=%s %s: %s", cond.Status, cond.Reason, cond.Message)
+		s.ready = cond.Status == cmmeta.ConditionTrue && cond.ObservedGeneration == crt.Generation
 	}
 	if crt.Status.NotAfter != nil {
 		s.notAfter = crt.Status.NotAfter.UTC().Format(time.RFC3339)
@@ -555,13 +554,4 @@ func ownedBy(refs []metav1.OwnerReference, uid types.UID) bool {
 		}
 	}
 	return false
-}
-
-func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
-	for i := range conds {
-		if conds[i].Type == t {
-			return &conds[i]
-		}
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -45,12 +46,10 @@ func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error 
 			kind = "remote → " + iss.Spec.Remote.Endpoint
 		}
 		ready, msg := "Unknown", "no Ready condition yet"
-		for _, cond := range iss.Status.Conditions {
-			if cond.Type == "Ready" {
-				ready, msg = string(cond.Status), cond.Message
-				if cond.ObservedGeneration < iss.Generation {
-					ready = "Stale"
-				}
+		if cond := meta.FindStatusCondition(iss.Status.Conditions, string(cmapi.IssuerConditionReady)); cond != nil {
+			ready, msg = string(cond.Status), cond.Message
+			if cond.ObservedGeneration < iss.Generation {
+				ready = "Stale"
 			}
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", iss.Name, kind, ready, msg)
@@ -68,10 +67,8 @@ func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error 
 	fmt.Fprintln(tw, "  CERTIFICATE\tSECRET\tREADY\tSERIAL\tEXPIRES\tRENEWS\tLAST RENEWAL")
 	for _, crt := range certs.Items {
 		ready := "Unknown"
-		for _, cond := range crt.Status.Conditions {
-			if cond.Type == cmapi.CertificateConditionReady {
-				ready = string(cond.Status)
-			}
+		if cond := apiutil.GetCertificateCondition(&crt, cmapi.CertificateConditionReady); cond != nil {
+			ready = string(cond.Status)
 		}
 		serial := "-"
 		var sec corev1.Secret
