@@ -47,6 +47,12 @@ type RelayClusterStatus struct {
 	// +optional
 	LastTrustBundle []string `json:"lastTrustBundle,omitempty"`
 
+	// lastCertificateRoots are the fingerprints of the roots of that bundle
+	// the last certificate chains to. A root rotation retires the old root
+	// only once no cluster's live certificate chains to it alone.
+	// +optional
+	LastCertificateRoots []string `json:"lastCertificateRoots,omitempty"`
+
 	// lastEnrollmentTime is when the last certificate was issued.
 	// +optional
 	LastEnrollmentTime *metav1.Time `json:"lastEnrollmentTime,omitempty"`

@@ -191,6 +191,11 @@ func (in *RelayClusterStatus) DeepCopyInto(out *RelayClusterStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.LastCertificateRoots != nil {
+		in, out := &in.LastCertificateRoots, &out.LastCertificateRoots
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.LastEnrollmentTime != nil {
 		in, out := &in.LastEnrollmentTime, &out.LastEnrollmentTime
 		*out = (*in).DeepCopy()
