@@ -49,7 +49,7 @@ Exit codes: 0 ok, 1 the command failed or found errors, 2 a usage error.`,
 	pf.StringVar(g.target.Flags.Context, "context", "", "kubeconfig context of the cluster (default: the current context)")
 	pf.StringVarP(g.target.Flags.Namespace, "namespace", "n", "", "namespace relaytls runs in (default: the context's namespace, else "+kube.DefaultNamespace+")")
 	_ = root.RegisterFlagCompletionFunc("context", completeContexts(g.target.Flags.KubeConfig))
-	root.AddCommand(newInitCmd(g), newRegisterCmd(g), newTokenCmd(g), newRevokeCmd(g), newMigrateScopeCmd(g), newStatusCmd(g), newCheckCmd(g), newVersionCmd(g))
+	root.AddCommand(newInitCmd(g), newRegisterCmd(g), newTokenCmd(g), newRevokeCmd(g), newMigrateScopeCmd(g), newRotateRootCmd(g), newStatusCmd(g), newCheckCmd(g), newVersionCmd(g))
 	return root
 }
 

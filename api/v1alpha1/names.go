@@ -16,6 +16,15 @@ const (
 	DefaultClusterListName = "relay-cluster-list"
 	// ClusterListKey is the Secret key holding the list.
 	ClusterListKey = "clusters.json"
+	// DefaultTrustBundleSecretName is the Secret relay-issuer publishes with
+	// the trust bundle (ca.crt) of a CA-mode issuer.
+	DefaultTrustBundleSecretName = "relay-trust-bundle"
+	// DefaultNewRootSecretName holds the new root during a root rotation.
+	DefaultNewRootSecretName = "relay-root-tls-secret-next"
+	// TelemetryRootSecretName is the collectors' root CA Secret; relay-issuer
+	// creates it and keeps it equal to the trust bundle in the self-signed
+	// modes (where the root Secret is made by a cert-manager Certificate).
+	TelemetryRootSecretName = "telemetry-root-secret"
 )
 
 // Issuer condition types besides issuer-lib's Ready.
@@ -23,6 +32,9 @@ const (
 	// IssuerConditionTokenScopeShared is a warning condition on a CA-mode
 	// issuer with tokenScope Shared: any token holder can claim any cluster.
 	IssuerConditionTokenScopeShared = "TokenScopeShared"
+	// IssuerConditionRootRotation reports the declared root rotation: its
+	// reason is the phase reached or what blocks the next one.
+	IssuerConditionRootRotation = "RootRotation"
 )
 
 // Annotations that a CertificateRequest signed by a CA-mode issuer carries.

@@ -40,6 +40,19 @@ type RelayClusterStatus struct {
 	// +optional
 	LastCertificateNotAfter *metav1.Time `json:"lastCertificateNotAfter,omitempty"`
 
+	// lastTrustBundle is what the cluster was last given as its trust
+	// bundle: the SHA-256 fingerprints (hex, of the DER) of the roots in the
+	// ca.crt returned with its last certificate. A root rotation activates
+	// only once every registered cluster's lastTrustBundle holds the new root.
+	// +optional
+	LastTrustBundle []string `json:"lastTrustBundle,omitempty"`
+
+	// lastCertificateRoots are the fingerprints of the roots of that bundle
+	// the last certificate chains to. A root rotation retires the old root
+	// only once no cluster's live certificate chains to it alone.
+	// +optional
+	LastCertificateRoots []string `json:"lastCertificateRoots,omitempty"`
+
 	// lastEnrollmentTime is when the last certificate was issued.
 	// +optional
 	LastEnrollmentTime *metav1.Time `json:"lastEnrollmentTime,omitempty"`

@@ -1,7 +1,6 @@
 package v1alpha1
 
 import (
-	"github.com/cert-manager/issuer-lib/api/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -93,6 +92,128 @@ type CAIssuerSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9._-]+$`
 	// +optional
 	TrustDomain string `json:"trustDomain,omitempty"`
+
+	// trustBundleSecretName is the Secret relay-issuer publishes, in the
+	// issuer's Secret namespace, with the trust bundle (ca.crt): every root
+	// a live certificate of this issuer may chain to. It is the ca.crt of
+	// every certificate the issuer signs, and what the server sidecar
+	// verifies agents against. Outside a root rotation it equals the root
+	// Secret's ca.crt; during one it holds the old and the new root.
+	// +kubebuilder:default=relay-trust-bundle
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	TrustBundleSecretName string `json:"trustBundleSecretName,omitempty"`
+
+	// rootRotation declares a rotation of the root CA (README "Rotating the
+	// root"). Set it in Git, or with relayctl rotate-root, and move phase
+	// forward: Prepare, then Activate, then Retire. Each phase is refused,
+	// with the reason in status.rootRotation and the RootRotation
+	// condition, while a registered cluster would lose trust.
+	// +optional
+	RootRotation *RootRotation `json:"rootRotation,omitempty"`
+}
+
+// RootRotationPhase is the phase a root rotation is asked to reach.
+// +kubebuilder:validation:Enum=Prepare;Activate;Retire
+type RootRotationPhase string
+
+// Root rotation phases, in order.
+const (
+	// RootRotationPrepare adds the new root to the trust bundle that every
+	// renewal returns; nothing is signed under it yet.
+	RootRotationPrepare RootRotationPhase = "Prepare"
+	// RootRotationActivate re-issues the intermediate and the server
+	// certificate under the new root, once every registered cluster was
+	// given a bundle holding it.
+	RootRotationActivate RootRotationPhase = "Activate"
+	// RootRotationRetire removes the old root from the bundle, once no live
+	// leaf chains to it.
+	RootRotationRetire RootRotationPhase = "Retire"
+)
+
+// PhaseIndex orders the phases: 1 Prepare, 2 Activate, 3 Retire, 0 otherwise.
+func PhaseIndex(p RootRotationPhase) int {
+	switch p {
+	case RootRotationPrepare:
+		return 1
+	case RootRotationActivate:
+		return 2
+	case RootRotationRetire:
+		return 3
+	}
+	return 0
+}
+
+// RootRotation is a declared root rotation.
+type RootRotation struct {
+	// name identifies this rotation (for example the month it starts,
+	// "2026-07"). A rotation with another name is refused while this one
+	// has not reached Retire.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	// +required
+	Name string `json:"name"`
+
+	// phase is the phase the rotation is asked to reach. relay-issuer moves
+	// through the phases in order and never past this one.
+	// +required
+	Phase RootRotationPhase `json:"phase"`
+
+	// newRootSecretName is the Secret that holds the new root. When the
+	// root Secret is made by a cert-manager Certificate (the self-signed
+	// modes), relay-issuer makes this one with a copy of that Certificate
+	// (named <root Certificate>-next). Otherwise (bring-your-own modes) the
+	// user places the new root's ca.crt here.
+	// +kubebuilder:default=relay-root-tls-secret-next
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	NewRootSecretName string `json:"newRootSecretName,omitempty"`
+}
+
+// RelayIssuerStatus is the status of a RelayIssuer or RelayClusterIssuer.
+type RelayIssuerStatus struct {
+	// conditions: Ready (issuer-lib), TokenScopeShared and RootRotation.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// rootRotation is the progress of the declared root rotation.
+	// +optional
+	RootRotation *RootRotationStatus `json:"rootRotation,omitempty"`
+}
+
+// RootRotationStatus is what relay-issuer has done of a root rotation.
+type RootRotationStatus struct {
+	// name of the rotation.
+	Name string `json:"name"`
+	// phase is the last phase reached (completed).
+	// +optional
+	Phase RootRotationPhase `json:"phase,omitempty"`
+	// oldRoots are the SHA-256 fingerprints (hex, of the DER) of the roots
+	// being rotated out.
+	// +optional
+	OldRoots []string `json:"oldRoots,omitempty"`
+	// newRoot is the fingerprint of the new root, once it is known and valid.
+	// +optional
+	NewRoot string `json:"newRoot,omitempty"`
+	// source is CertManager (relay-issuer made the new root with a
+	// cert-manager Certificate) or User (the user placed it).
+	// +optional
+	Source string `json:"source,omitempty"`
+	// activatedAt is when the signing CA was first seen chaining to the new
+	// root: every leaf issued after it chains to the new root.
+	// +optional
+	ActivatedAt *metav1.Time `json:"activatedAt,omitempty"`
+	// waitingFor names the clusters (or objects) holding the next phase back.
+	// +optional
+	WaitingFor []string `json:"waitingFor,omitempty"`
+	// message says what happens next, or why the rotation cannot advance.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // TokenScope is PerCluster or Shared.
@@ -174,7 +295,7 @@ type RelayIssuer struct {
 	// +required
 	Spec RelayIssuerSpec `json:"spec"`
 	// +optional
-	Status v1alpha1.IssuerStatus `json:"status,omitempty"`
+	Status RelayIssuerStatus `json:"status,omitempty"`
 }
 
 // +kubebuilder:object:root=true
@@ -194,7 +315,7 @@ type RelayClusterIssuer struct {
 	// +required
 	Spec RelayIssuerSpec `json:"spec"`
 	// +optional
-	Status v1alpha1.IssuerStatus `json:"status,omitempty"`
+	Status RelayIssuerStatus `json:"status,omitempty"`
 }
 
 // +kubebuilder:object:root=true

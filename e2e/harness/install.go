@@ -53,6 +53,7 @@ const (
 	ClientSecretBYO    = "relay-client-tls-secret"
 	TelemetrySecret    = "gloo-telemetry-gateway-tls-secret"
 	TelemetryRoot      = "telemetry-root-secret"
+	TrustBundle        = "relay-trust-bundle"
 )
 
 // Options configure Install.
@@ -604,7 +605,14 @@ func (in *Installation) project(ctx context.Context) error {
 		add(&in.Server, in.Mgmt, TokenSecret, "server-token", "token", token)
 		add(&in.Agent, in.Workload, TokenSecret, "agent-token", "token", token)
 	case "mtls":
-		add(&in.Server, in.Mgmt, RootSecret, "server-root", "ca.crt", bundle)
+		// As the chart mounts it: where relay-issuer runs (modes 4 and 5)
+		// the server trusts its trust bundle, which holds the old and the
+		// new root during a root rotation.
+		serverBundle := RootSecret
+		if in.Mode.Enrolls() {
+			serverBundle = TrustBundle
+		}
+		add(&in.Server, in.Mgmt, serverBundle, "server-root", "ca.crt", bundle)
 		client := ClientSecret
 		if m == 6 {
 			client = ClientSecretBYO

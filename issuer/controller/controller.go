@@ -111,6 +111,13 @@ func Setup(ctx context.Context, mgr ctrl.Manager, s *signer.Signer, tune Tuning)
 	if err := c.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the issuer controllers: %w", err)
 	}
+	for _, kind := range []string{"RelayIssuer", "RelayClusterIssuer"} {
+		rt := &RootTrust{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Kind: kind,
+			ClusterResourceNamespace: s.ClusterResourceNamespace, Namespaces: s.SecretNamespaces, Clock: s.Clock}
+		if err := rt.SetupWithManager(mgr, tune); err != nil {
+			return fmt.Errorf("setting up the trust bundle controller of %s: %w", kind, err)
+		}
+	}
 	inv := &Inventory{Client: mgr.GetClient(), Namespaces: s.SecretNamespaces, ClusterResourceNamespace: s.ClusterResourceNamespace}
 	if err := inv.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the cluster inventory controller: %w", err)

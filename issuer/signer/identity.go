@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/policy"
@@ -118,10 +120,33 @@ func (s *Signer) VerifyIdentity(ctx context.Context, iss relayv1.RelayIssuerObje
 	return policy.CheckClusterProof(policy.Identity{Scope: ScopeOf(spec), Roots: roots, Generation: gen}, cluster, csrDER, presented)
 }
 
-// recordEnrollment writes the issued certificate's serial and expiry on the
-// cluster's RelayCluster. It is best effort: the certificate is issued either
+// chainRoots are the fingerprints of the roots of the CA's trust bundle that
+// leaf chains to.
+func chainRoots(leaf *x509.Certificate, ca *CA) []string {
+	roots, err := pki.DecodeX509CertificateSetBytes(ca.RootPEM)
+	if err != nil {
+		return nil
+	}
+	inter := x509.NewCertPool()
+	for _, c := range ca.Chain {
+		inter.AddCert(c)
+	}
+	var out []string
+	for _, r := range roots {
+		pool := x509.NewCertPool()
+		pool.AddCert(r)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: leaf.NotBefore, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			out = append(out, Fingerprint(r))
+		}
+	}
+	return out
+}
+
+// recordEnrollment writes the issued certificate's serial and expiry, and the
+// fingerprints of the trust bundle returned with it, on the cluster's
+// RelayCluster. It is best effort: the certificate is issued either
 // way, and a failure is returned for the caller to log.
-func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf *x509.Certificate) error {
+func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf *x509.Certificate, ca *CA) error {
 	rc, err := s.lookupCluster(ctx, ns, cluster)
 	if err != nil || rc == nil {
 		return err
@@ -131,6 +156,8 @@ func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf 
 	rc.Status.LastCertificateSerial = leaf.SerialNumber.Text(16)
 	rc.Status.LastCertificateNotAfter = &metav1.Time{Time: leaf.NotAfter}
 	rc.Status.LastEnrollmentTime = &now
+	rc.Status.LastTrustBundle = Fingerprints(ca.RootPEM)
+	rc.Status.LastCertificateRoots = chainRoots(leaf, ca)
 	meta.SetStatusCondition(&rc.Status.Conditions, metav1.Condition{
 		Type: relayv1.ClusterConditionEnrolled, Status: metav1.ConditionTrue, Reason: "Issued",
 		Message:            fmt.Sprintf("certificate serial %s issued, valid until %s", rc.Status.LastCertificateSerial, leaf.NotAfter.UTC().Format(time.RFC3339)),

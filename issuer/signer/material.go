@@ -20,7 +20,9 @@ type CA struct {
 	Cert  *x509.Certificate
 	Chain []*x509.Certificate
 	Key   crypto.Signer
-	// RootPEM is the root Secret's ca.crt, handed out as every ca.crt.
+	// RootPEM is the trust bundle handed out as every ca.crt: the root
+	// Secret's ca.crt together with every root of the published trust bundle
+	// Secret (during a root rotation, the old and the new root).
 	RootPEM []byte
 }
 
@@ -43,6 +45,13 @@ func secretKey(s *corev1.Secret, key string) ([]byte, error) {
 // sign certificates, is valid at now, and chains to the root's ca.crt.
 // Every error names the Secret and the problem, and never contains key bytes.
 func LoadCA(signing, root *corev1.Secret, now time.Time) (*CA, error) {
+	return LoadCAWithBundle(signing, root, nil, now)
+}
+
+// LoadCAWithBundle is LoadCA with the published trust bundle Secret (nil when
+// it does not exist yet): its roots join the root Secret's, both as what the
+// signing CA may chain to and as the ca.crt handed out.
+func LoadCAWithBundle(signing, root, bundle *corev1.Secret, now time.Time) (*CA, error) {
 	crtPEM, err := secretKey(signing, corev1.TLSCertKey)
 	if err != nil {
 		return nil, err
@@ -85,6 +94,14 @@ func LoadCA(signing, root *corev1.Secret, now time.Time) (*CA, error) {
 	roots, err := pki.DecodeX509CertificateSetBytes(rootPEM)
 	if err != nil {
 		return nil, secretError(root, "ca.crt is not a PEM certificate bundle: %v", err)
+	}
+	published, err := bundleCerts(bundle)
+	if err != nil {
+		return nil, err
+	}
+	roots = UnionCerts(roots, published)
+	if len(published) > 0 {
+		rootPEM = EncodeCerts(roots)
 	}
 	rootPool := x509.NewCertPool()
 	for _, r := range roots {

@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -17,6 +18,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
@@ -161,6 +164,9 @@ func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObj
 	resp, err := res.resp, res.err
 	if err == nil {
 		metrics.Requests.WithLabelValues("signed", "").Inc()
+		if err := s.followBundle(ctx, ns, spec, resp.CA); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "the certificate was issued but the trust bundle Secret was not brought up to date")
+		}
 		return signer.PEMBundle{ChainPEM: resp.Certificate, CAPEM: resp.CA}, nil
 	}
 	st := status.Convert(err)
@@ -177,6 +183,41 @@ func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObj
 			RequeueAfter: retryAfter(time.Since(cr.GetCreationTimestamp().Time)),
 		}
 	}
+}
+
+// followBundle keeps the workload cluster's trust bundle Secret (the one that
+// verifies the endpoint, and that the agent sidecar mounts) equal to the
+// ca.crt the management cluster returned with the last certificate: that is
+// how a root rotation reaches the cluster with no step run there. The answer
+// came over a connection verified with the current bundle. A bundle that does
+// not parse, and a Secret that cert-manager writes, are left alone.
+func (s *Signer) followBundle(ctx context.Context, ns string, spec *relayv1.RemoteIssuerSpec, caPEM []byte) error {
+	certs, err := pki.DecodeX509CertificateSetBytes(caPEM)
+	if err != nil || len(certs) == 0 {
+		return nil
+	}
+	for _, c := range certs {
+		if !c.IsCA {
+			return nil
+		}
+	}
+	name := orDefault(spec.TrustBundleSecretName, relayv1.DefaultRootSecretName)
+	sec, err := s.getSecret(ctx, ns, name)
+	if err != nil {
+		return err
+	}
+	if sec.Annotations["cert-manager.io/certificate-name"] != "" || bytes.Equal(sec.Data["ca.crt"], caPEM) {
+		return nil
+	}
+	base := sec.DeepCopy()
+	if sec.Data == nil {
+		sec.Data = map[string][]byte{}
+	}
+	sec.Data["ca.crt"] = caPEM
+	if err := s.Client.Patch(ctx, sec, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("updating the trust bundle Secret %s/%s: %w", ns, name, err)
+	}
+	return nil
 }
 
 // retryAfter grows with the request's age, from 2 s to 60 s, with jitter so

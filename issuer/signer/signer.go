@@ -128,8 +128,21 @@ func tokenRef(ref *relayv1.TokenSecretRef) (name, key string) {
 	return orDefault(ref.Name, relayv1.DefaultTokenSecretName), orDefault(ref.Key, relayv1.DefaultTokenSecretKey)
 }
 
-// loadCA reads and checks the signing and root Secrets of an issuer.
-func (s *Signer) loadCA(ctx context.Context, ns string, spec *relayv1.CAIssuerSpec) (*CA, error) {
+// rotating reports whether an issuer has a root rotation declared or on
+// record: only then does the published trust bundle join its root Secret.
+func rotating(iss issuerapi.Issuer) bool {
+	switch i := iss.(type) {
+	case *relayv1.RelayIssuer:
+		return i.Spec.CA != nil && (i.Spec.CA.RootRotation != nil || i.Status.RootRotation != nil)
+	case *relayv1.RelayClusterIssuer:
+		return i.Spec.CA != nil && (i.Spec.CA.RootRotation != nil || i.Status.RootRotation != nil)
+	}
+	return false
+}
+
+// loadCA reads and checks the signing and root Secrets of an issuer and,
+// while it rotates its root, the published trust bundle.
+func (s *Signer) loadCA(ctx context.Context, ns string, spec *relayv1.CAIssuerSpec, rotating bool) (*CA, error) {
 	signing, err := s.getSecret(ctx, ns, orDefault(spec.SigningSecretName, relayv1.DefaultSigningSecretName))
 	if err != nil {
 		return nil, err
@@ -138,7 +151,17 @@ func (s *Signer) loadCA(ctx context.Context, ns string, spec *relayv1.CAIssuerSp
 	if err != nil {
 		return nil, err
 	}
-	return LoadCA(signing, root, s.now())
+	if !rotating {
+		return LoadCA(signing, root, s.now())
+	}
+	bundle, err := s.getSecret(ctx, ns, TrustBundleSecretName(spec))
+	if errors.Is(err, errSecretMissing) {
+		bundle, err = nil, nil // not published yet: the root Secret alone
+	}
+	if err != nil {
+		return nil, err
+	}
+	return LoadCAWithBundle(signing, root, bundle, s.now())
 }
 
 func (s *Signer) loadTokens(ctx context.Context, ns string, spec *relayv1.CAIssuerSpec) ([]proof.Token, error) {
@@ -172,7 +195,7 @@ func (s *Signer) Check(ctx context.Context, iss issuerapi.Issuer) error {
 	if err := s.markScope(ctx, iss, spec); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "setting the TokenScopeShared condition")
 	}
-	if _, err := s.loadCA(ctx, ns, spec); err != nil {
+	if _, err := s.loadCA(ctx, ns, spec, rotating(iss)); err != nil {
 		return err
 	}
 	if spec.TokenSecretRef != nil {
@@ -306,7 +329,7 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	}
 	spec := full.CA
 
-	ca, err := s.loadCA(ctx, ns, spec)
+	ca, err := s.loadCA(ctx, ns, spec, rotating(iss))
 	if err != nil {
 		return signer.PEMBundle{}, signer.IssuerError{Err: err}
 	}
@@ -356,7 +379,7 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	if err != nil {
 		return bundle, err
 	}
-	if err := s.recordEnrollment(ctx, ns, cluster, leaf); err != nil {
+	if err := s.recordEnrollment(ctx, ns, cluster, leaf, ca); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "the certificate was issued but the inventory was not updated", "cluster", cluster)
 	}
 	return bundle, nil
@@ -424,6 +447,10 @@ func SecretNames(spec *relayv1.RelayIssuerSpec) []string {
 		names := []string{
 			orDefault(spec.CA.SigningSecretName, relayv1.DefaultSigningSecretName),
 			orDefault(spec.CA.RootSecretName, relayv1.DefaultRootSecretName),
+			TrustBundleSecretName(spec.CA),
+		}
+		if n := NewRootSecretName(spec.CA); n != "" {
+			names = append(names, n)
 		}
 		if spec.CA.TokenSecretRef != nil {
 			n, _ := tokenRef(spec.CA.TokenSecretRef)

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
 	"github.com/relaytls/relaytls/relayctl/modes"
 )
@@ -99,6 +100,7 @@ func GatherSide(ctx context.Context, c *kube.Conn, role string, cfg map[string]s
 		return out
 	}
 	if role == "management" {
+		*problems = append(*problems, rotationFindings(ctx, c, cfg)...)
 		if cfg["serverSecret"] != "" {
 			side.Server = readCert(cfg["serverSecret"])
 		}
@@ -130,4 +132,57 @@ func ns(namespace, name, def string) string {
 // Roots parses PEM certificates (for tests and callers holding PEM).
 func Roots(pemBytes []byte) ([]*x509.Certificate, error) {
 	return pki.DecodeX509CertificateSetBytes(pemBytes)
+}
+
+// rotationFindings reports a root rotation that is under way on a CA-mode
+// RelayIssuer, with what relay-issuer waits for and, in the bring-your-own
+// modes, what the user must still place and where.
+func rotationFindings(ctx context.Context, c *kube.Conn, cfg map[string]string) []Finding {
+	var l relayv1.RelayIssuerList
+	if err := c.Client.List(ctx, &l, client.InNamespace(c.Namespace)); err != nil {
+		return nil
+	}
+	var out []Finding
+	for _, iss := range l.Items {
+		st, spec := iss.Status.RootRotation, iss.Spec.CA
+		if spec == nil || spec.RootRotation == nil || (st != nil && st.Phase == relayv1.RootRotationRetire && st.Name == spec.RootRotation.Name) {
+			continue
+		}
+		rot := spec.RootRotation
+		newRoot := rot.NewRootSecretName
+		if newRoot == "" {
+			newRoot = relayv1.DefaultNewRootSecretName
+		}
+		reached, msg := "none yet", "relay-issuer has not looked at it yet"
+		if st != nil && st.Name == rot.Name {
+			if st.Phase != "" {
+				reached = string(st.Phase)
+			}
+			msg = st.Message
+		}
+		f := Finding{Severity: Warning, Check: "root-rotation",
+			Problem: fmt.Sprintf("%s: root rotation %q on RelayIssuer %s is under way (asked %s, reached %s): %s", c.Name, rot.Name, iss.Name, rot.Phase, reached, msg)}
+		user := st == nil || st.Source != "CertManager"
+		switch {
+		case !user:
+			f.Fix = "nothing to place: relay-issuer and cert-manager make and move the new root; advance the phase with relayctl rotate-root (or relayIssuer.rootRotation in Git) once status allows"
+		case reached == "none yet":
+			f.Fix = fmt.Sprintf("place the new root CA certificate (PEM, the root alone) as ca.crt in Secret %s/%s; then add it to ca.crt of telemetry-root-secret in both clusters (your Secret in this mode)", c.Namespace, newRoot)
+		case reached == string(relayv1.RootRotationPrepare):
+			f.Fix = fmt.Sprintf("before activate: place an intermediate CA signed by the new root in Secret %s/%s (tls.crt, tls.key) and a server certificate signed by the new root in Secret %s/%s; workload clusters get the new root with their renewals",
+				c.Namespace, orDefault(spec.SigningSecretName, relayv1.DefaultSigningSecretName), c.Namespace, orDefault(cfg["serverSecret"], "relay-server-tls-secret"))
+		default:
+			f.Fix = fmt.Sprintf("before retire completes: replace ca.crt of Secret %s/%s with the new root (from %s), and remove the old root from telemetry-root-secret in both clusters",
+				c.Namespace, orDefault(spec.RootSecretName, relayv1.DefaultRootSecretName), newRoot)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }

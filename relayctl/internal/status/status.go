@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -58,6 +59,9 @@ func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error 
 		fmt.Fprintln(tw, "  (none)\t\t\t")
 	}
 	tw.Flush()
+	for _, iss := range issuers.Items {
+		printRotation(w, &iss)
+	}
 
 	var certs cmapi.CertificateList
 	if err := c.Client.List(ctx, &certs, client.InNamespace(c.Namespace)); err != nil {
@@ -104,6 +108,32 @@ func Print(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error 
 	return printClusters(ctx, c, w, now)
 }
 
+// printRotation shows a CA-mode issuer's root rotation: the phase asked
+// for, the phase reached, and relay-issuer's word on the next step.
+func printRotation(w io.Writer, iss *relayv1.RelayIssuer) {
+	if iss.Spec.CA == nil || (iss.Spec.CA.RootRotation == nil && iss.Status.RootRotation == nil) {
+		return
+	}
+	asked, reached := "-", "none yet"
+	name := ""
+	if r := iss.Spec.CA.RootRotation; r != nil {
+		asked, name = string(r.Phase), r.Name
+	}
+	if st := iss.Status.RootRotation; st != nil {
+		if st.Phase != "" {
+			reached = string(st.Phase)
+		}
+		if name == "" {
+			name = st.Name
+		}
+	}
+	fmt.Fprintf(w, "  root rotation %q on %s: phase asked %s, reached %s", name, iss.Name, asked, reached)
+	if c := meta.FindStatusCondition(iss.Status.Conditions, relayv1.IssuerConditionRootRotation); c != nil {
+		fmt.Fprintf(w, " — %s: %s", c.Reason, c.Message)
+	}
+	fmt.Fprintln(w)
+}
+
 // printClusters lists the registered workload clusters (RelayClusters).
 func printClusters(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time) error {
 	var l relayv1.RelayClusterList
@@ -114,7 +144,7 @@ func printClusters(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time
 		return fmt.Errorf("%s: listing RelayClusters: %w", c.Name, err)
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  CLUSTER\tGENERATION\tREVOKED\tREGISTERED\tLAST SERIAL\tEXPIRES")
+	fmt.Fprintln(tw, "  CLUSTER\tGENERATION\tREVOKED\tREGISTERED\tLAST SERIAL\tEXPIRES\tROOTS GIVEN")
 	for _, rc := range l.Items {
 		reg := "Unknown"
 		if cond := meta.FindStatusCondition(rc.Status.Conditions, relayv1.ClusterConditionRegistered); cond != nil {
@@ -127,10 +157,18 @@ func printClusters(ctx context.Context, c *kube.Conn, w io.Writer, now time.Time
 		if t := rc.Status.LastCertificateNotAfter; t != nil {
 			exp = fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), t.Sub(now).Round(time.Minute))
 		}
-		fmt.Fprintf(tw, "  %s\t%d\t%t\t%s\t%s\t%s\n", rc.Name, rc.TokenGeneration(), rc.Spec.Revoked, reg, serial, exp)
+		given := "-"
+		if b := rc.Status.LastTrustBundle; len(b) > 0 {
+			short := make([]string, len(b))
+			for i, fp := range b {
+				short[i] = fp[:min(len(fp), 12)]
+			}
+			given = strings.Join(short, ",")
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%t\t%s\t%s\t%s\t%s\n", rc.Name, rc.TokenGeneration(), rc.Spec.Revoked, reg, serial, exp, given)
 	}
 	if len(l.Items) == 0 {
-		fmt.Fprintln(tw, "  (no registered clusters)\t\t\t\t\t")
+		fmt.Fprintln(tw, "  (no registered clusters)\t\t\t\t\t\t")
 	}
 	return tw.Flush()
 }

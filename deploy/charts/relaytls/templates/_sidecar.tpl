@@ -35,8 +35,15 @@ initContainers:
   {{- $_ := set $volumes "token" $v.secrets.token }}
   {{- end }}
   {{- if eq $mode "mtls" }}
+  {{- if include "relaytls.runIssuer" . }}
+  {{- /* relay-issuer's trust bundle: during a root rotation it holds the old
+  and the new root, so agents on either keep connecting. */}}
+  - --trust-bundle=/var/run/relaytls/trust-bundle/ca.crt
+  {{- $_ := set $volumes "trust-bundle" $v.secrets.trustBundle }}
+  {{- else }}
   - --trust-bundle=/var/run/relaytls/root/ca.crt
   {{- $_ := set $volumes "root" $v.secrets.root }}
+  {{- end }}
   {{- end }}
   {{- if include "relaytls.runIssuer" . }}
   - --cluster-list=/var/run/relaytls/cluster-list/clusters.json
