@@ -20,6 +20,22 @@ type RelayClusterSpec struct {
 	// and refuses its connections and resumes within one reload interval.
 	// +optional
 	Revoked bool `json:"revoked,omitempty"`
+
+	// singleUseToken, when true, makes the cluster's token good for one
+	// enrollment: once a certificate has been issued on a token proof, the
+	// issuer advances tokenGeneration by itself, so the token the cluster
+	// holds (and any copy that leaks later) is worthless, and the cluster
+	// renews by proof of possession of its current client certificate
+	// (SPEC section 4). A cluster whose certificate lapsed re-enrols with a
+	// fresh token (relayctl token --cluster NAME gives the new generation's).
+	// It applies to the auto client certificate modes (4 and 5) with
+	// tokenScope PerCluster; in the tls modes the token is also the tunnel
+	// credential and must stay valid. GitOps users who commit this
+	// RelayCluster leave spec.tokenGeneration to the issuer (for example
+	// with an ignoreDifferences entry), or a sync puts the used generation
+	// back.
+	// +optional
+	SingleUseToken bool `json:"singleUseToken,omitempty"`
 }
 
 // RelayClusterStatus is what relay-issuer observed of the cluster.
@@ -75,10 +91,28 @@ const (
 	ReasonClusterNotRegistered = "ClusterNotRegistered"
 )
 
+// Annotations of the renewal and single-use paths.
+const (
+	// RenewalOfAnnotation, on a CertificateRequest the issuance endpoint
+	// created for a renewal by proof of possession, is the serial (hex) of
+	// the client certificate the workload cluster presented.
+	RenewalOfAnnotation = "relaytls.io/renewal-of"
+	// RenewalAttestationAnnotation carries the endpoint's attestation that
+	// it verified that certificate for this cluster and CSR: an HMAC made
+	// with the root token, which workload clusters never hold, so no one
+	// who can merely create CertificateRequests can claim a renewal.
+	RenewalAttestationAnnotation = "relaytls.io/renewal-attestation"
+	// TokenUsedByAnnotation, on a RelayCluster with singleUseToken, records
+	// "<generation>/<CertificateRequest UID>": which request used the token
+	// of that generation, so a retry of that same request is not refused.
+	TokenUsedByAnnotation = "relaytls.io/token-used-by"
+)
+
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:categories=relaytls,shortName=rc
 // +kubebuilder:printcolumn:name="Generation",type="integer",JSONPath=".spec.tokenGeneration"
+// +kubebuilder:printcolumn:name="SingleUse",type="boolean",JSONPath=".spec.singleUseToken",priority=1
 // +kubebuilder:printcolumn:name="Revoked",type="boolean",JSONPath=".spec.revoked"
 // +kubebuilder:printcolumn:name="Registered",type="string",JSONPath=".status.conditions[?(@.type==\"Registered\")].status"
 // +kubebuilder:printcolumn:name="Enrolled",type="string",JSONPath=".status.conditions[?(@.type==\"Enrolled\")].status"

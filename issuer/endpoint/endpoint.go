@@ -247,10 +247,14 @@ type checked struct {
 	der      []byte
 	usages   []cmapi.KeyUsage
 	duration time.Duration // zero: the issuer's default
+	// possession: the call renews by proof of possession (possession.go);
+	// renewalOf and attestation are set once it is verified.
+	possession             bool
+	renewalOf, attestation string
 }
 
 // validate checks a request's shape; the issuer checks what it means.
-func (s *Server) validate(req *issuance.SignRequest) (*checked, error) {
+func (s *Server) validate(req *issuance.SignRequest, possession bool) (*checked, error) {
 	if err := proof.ValidateCluster(req.Cluster); err != nil {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidCluster, err.Error())
 	}
@@ -261,13 +265,13 @@ func (s *Server) validate(req *issuance.SignRequest) (*checked, error) {
 	if _, err := x509.ParseCertificateRequest(block.Bytes); err != nil {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidCSR, fmt.Sprintf("the CSR does not parse: %v", err))
 	}
-	if req.Proof == "" {
-		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonMissingIdentityProof, "the request carries no identity proof")
+	if req.Proof == "" && !possession {
+		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonMissingIdentityProof, "the request carries no identity proof and the caller presented no client certificate to renew with")
 	}
 	if len(req.Proof) > 128 {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidIdentityProof, "the identity proof is too long to be an HMAC-SHA256")
 	}
-	c := &checked{der: block.Bytes}
+	c := &checked{der: block.Bytes, possession: possession}
 	var err error
 	if c.duration, err = s.duration(req.DurationSeconds); err != nil {
 		return nil, err
@@ -299,6 +303,9 @@ func (s *Server) duration(seconds int64) (time.Duration, error) {
 func (s *Server) Sign(ctx context.Context, req *issuance.SignRequest) (*issuance.SignResponse, error) {
 	resp, err := s.sign(ctx, req)
 	metrics.Enrollments.WithLabelValues(enrollmentResult(err), issuance.ReasonOf(err)).Inc()
+	if req.Proof == "" && len(peerChain(ctx)) > 0 {
+		countRenewal(err)
+	}
 	return resp, err
 }
 
@@ -307,7 +314,9 @@ func (s *Server) Sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 // rate limit.
 func (s *Server) admit(ctx context.Context, req *issuance.SignRequest, now time.Time) (*checked, error) {
 	source := sourceOf(ctx)
-	c, err := s.validate(req)
+	// No token proof and a client certificate: a renewal by possession.
+	chain := peerChain(ctx)
+	c, err := s.validate(req, req.Proof == "" && len(chain) > 0)
 	if err != nil {
 		return nil, s.refuse(source, req.Cluster, now, err)
 	}
@@ -315,7 +324,14 @@ func (s *Server) admit(ctx context.Context, req *issuance.SignRequest, now time.
 	if err != nil {
 		return nil, err
 	}
-	if err := s.verify.VerifyProof(ctx, iss, req.Cluster, c.der, req.Proof); err != nil {
+	if c.possession {
+		if err := s.verifyPossession(ctx, iss, req, c, chain); err != nil {
+			if status.Code(err) == codes.PermissionDenied {
+				return nil, s.refuse(source, req.Cluster, now, err)
+			}
+			return nil, err
+		}
+	} else if err := s.verify.VerifyProof(ctx, iss, req.Cluster, c.der, req.Proof); err != nil {
 		var r *policy.Refusal
 		if !errors.As(err, &r) {
 			s.log.Error(err, "checking an identity proof", "cluster", req.Cluster)
@@ -338,6 +354,9 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 		return nil, err
 	}
 	log := s.log.WithValues("cluster", req.Cluster)
+	if c.possession {
+		log = log.WithValues("renewalOf", c.renewalOf)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	select {
@@ -361,13 +380,10 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 	defer unsubscribe()
 	cr := &cmapi.CertificateRequest{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      name,
-			Namespace: s.cfg.Namespace,
-			Labels:    map[string]string{LabelEnrollment: "true", LabelCluster: req.Cluster},
-			Annotations: map[string]string{
-				relayv1.ClusterAnnotation:       req.Cluster,
-				relayv1.IdentityProofAnnotation: req.Proof,
-			},
+			Name:        name,
+			Namespace:   s.cfg.Namespace,
+			Labels:      map[string]string{LabelEnrollment: "true", LabelCluster: req.Cluster},
+			Annotations: map[string]string{relayv1.ClusterAnnotation: req.Cluster},
 		},
 		Spec: cmapi.CertificateRequestSpec{
 			Request:   req.CSR,
@@ -375,6 +391,12 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 			IsCA:      req.IsCA,
 			IssuerRef: cmmeta.IssuerReference{Group: relayv1.GroupVersion.Group, Kind: s.cfg.IssuerKind, Name: s.cfg.IssuerName},
 		},
+	}
+	if c.possession {
+		cr.Annotations[relayv1.RenewalOfAnnotation] = c.renewalOf
+		cr.Annotations[relayv1.RenewalAttestationAnnotation] = c.attestation
+	} else {
+		cr.Annotations[relayv1.IdentityProofAnnotation] = req.Proof
 	}
 	if c.duration > 0 {
 		cr.Spec.Duration = &metav1.Duration{Duration: c.duration}
@@ -478,7 +500,8 @@ func outcome(cr *cmapi.CertificateRequest) (*issuance.SignResponse, error, bool)
 	code := codes.InvalidArgument
 	switch reason {
 	case policy.ReasonInvalidIdentityProof, policy.ReasonMissingIdentityProof, policy.ReasonClusterRevoked,
-		policy.ReasonClusterNotRegistered, policy.ReasonStaleTokenGeneration, policy.ReasonTokenScopeMismatch:
+		policy.ReasonClusterNotRegistered, policy.ReasonStaleTokenGeneration, policy.ReasonTokenScopeMismatch,
+		policy.ReasonRenewalCertificateInvalid, policy.ReasonRenewalIdentityMismatch:
 		code = codes.PermissionDenied
 	}
 	return nil, issuance.Refusal(code, reason, msg), true

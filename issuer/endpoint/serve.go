@@ -60,6 +60,12 @@ func (r *Runnable) Start(ctx context.Context) error {
 	if tlsCfg.MinVersion < tls.VersionTLS12 {
 		tlsCfg.MinVersion = tls.VersionTLS12
 	}
+	// A client certificate is asked for, not required: a renewal by
+	// possession presents one and the endpoint verifies it per call
+	// (possession.go); an enrollment with a token proof presents none.
+	if tlsCfg.ClientAuth == tls.NoClientCert {
+		tlsCfg.ClientAuth = tls.RequestClientCert
+	}
 	g := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.MaxRecvMsgSize(issuance.MaxRequestBytes),

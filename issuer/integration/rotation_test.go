@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	"slices"
 	"strings"
 	"testing"
@@ -129,8 +130,8 @@ func (r *rotation) enrol(cluster string) (chain, cas []*x509.Certificate) {
 	der, _ := testpki.CSR(r.t, testpki.CSROptions{DNSNames: []string{cluster}})
 	createCR(r.t, r.c, crOptions{name: name, issuer: r.issuer, csrPEM: testpki.CSRPEM(der), cluster: cluster, proof: clusterProof(r.t, r.token, cluster, der)})
 	cr := waitCR(r.t, r.c, name)
-	if c := crCondition(cr, cmapi.CertificateRequestConditionReady); c.Status != cmmeta.ConditionTrue {
-		r.t.Fatalf("%s not signed: %s: %s", name, c.Reason, c.Message)
+	if c := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady); c == nil || c.Status != cmmeta.ConditionTrue {
+		r.t.Fatalf("%s not signed: %+v", name, c)
 	}
 	return parseChain(r.t, cr.Status.Certificate), parseChain(r.t, cr.Status.CA)
 }

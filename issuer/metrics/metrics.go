@@ -22,8 +22,16 @@ var (
 		Name: "relay_issuer_enrollments_total",
 		Help: "Issuance endpoint calls, by result and reason.",
 	}, []string{"result", "reason"})
+
+	// Renewals counts the endpoint's calls that renew by proof of possession
+	// (a client certificate, no token proof), by result and reason; they are
+	// counted in Enrollments too.
+	Renewals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_issuer_possession_renewals_total",
+		Help: "Issuance endpoint calls renewing by proof of possession of the current client certificate, by result and reason.",
+	}, []string{"result", "reason"})
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Requests, Enrollments)
+	ctrlmetrics.Registry.MustRegister(Requests, Enrollments, Renewals)
 }

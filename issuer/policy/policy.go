@@ -76,6 +76,15 @@ const (
 	// ReasonTokenScopeMismatch: the proof was made for the other token scope
 	// (the root token against a per-cluster issuer, or the reverse).
 	ReasonTokenScopeMismatch = "TokenScopeMismatch"
+	// ReasonRenewalCertificateInvalid: a renewal by proof of possession
+	// presented a client certificate that is not a valid, current relay
+	// client certificate of this issuer (expired, not yet valid, a CA, no
+	// explicit client auth usage, not chaining to the issuer's root), or a
+	// request claims a renewal without the endpoint's attestation.
+	ReasonRenewalCertificateInvalid = "RenewalCertificateInvalid"
+	// ReasonRenewalIdentityMismatch: the presented certificate, the cluster
+	// the call names and the new CSR do not all name the same cluster.
+	ReasonRenewalIdentityMismatch = "RenewalIdentityMismatch"
 )
 
 // RSA key sizes accepted. The upper bound keeps a request from costing the

@@ -40,7 +40,10 @@ const ReasonRefusedByManagement = "RefusedByManagement"
 type remoteMaterial struct {
 	roots        *x509.CertPool
 	bundleDigest [32]byte
-	token        proof.Token
+	// token is nil, and tokenErr says why, when the cluster holds no
+	// usable token; it may still renew by possession (renewal.go).
+	token    proof.Token
+	tokenErr error
 }
 
 func (s *Signer) loadRemote(ctx context.Context, ns string, spec *relayv1.RemoteIssuerSpec) (*remoteMaterial, error) {
@@ -60,20 +63,9 @@ func (s *Signer) loadRemote(ctx context.Context, ns string, spec *relayv1.Remote
 	for _, c := range cas {
 		pool.AddCert(c)
 	}
-	ref := spec.TokenSecretRef
-	if ref == nil {
-		ref = &relayv1.TokenSecretRef{}
-	}
-	name, key := tokenRef(ref)
-	tokSecret, err := s.getSecret(ctx, ns, name)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := LoadToken(tokSecret, key)
-	if err != nil {
-		return nil, err
-	}
-	return &remoteMaterial{roots: pool, bundleDigest: bundleDigest(cas), token: tok}, nil
+	m := &remoteMaterial{roots: pool, bundleDigest: bundleDigest(cas)}
+	m.token, m.tokenErr = s.loadRemoteToken(ctx, ns, spec)
+	return m, nil
 }
 
 func serverName(spec *relayv1.RemoteIssuerSpec) string {
@@ -94,6 +86,9 @@ func serverName(spec *relayv1.RemoteIssuerSpec) string {
 func (s *Signer) checkRemote(ctx context.Context, issuer types.NamespacedName, ns string, spec *relayv1.RemoteIssuerSpec) error {
 	m, err := s.loadRemote(ctx, ns, spec)
 	if err != nil {
+		return err
+	}
+	if err := s.checkRemoteIdentity(ctx, ns, spec, m); err != nil {
 		return err
 	}
 	cc, err := s.conn(issuer, spec, m)
@@ -138,16 +133,19 @@ func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObj
 	req := &issuance.SignRequest{
 		Cluster:         spec.Cluster,
 		CSR:             details.CSR,
-		Proof:           proof.Identity(m.token, spec.Cluster, block.Bytes),
 		Usages:          usages,
 		DurationSeconds: int64(details.Duration / time.Second),
 		IsCA:            details.IsCA,
 	}
-	cc, err := s.conn(issuer, spec, m)
+	// A token proof, or possession of the current certificate (renewal.go).
+	cc, possession, err := s.prove(ctx, cr, issuer, spec, m, req, block.Bytes)
 	if err != nil {
 		return signer.PEMBundle{}, signer.IssuerError{Err: err}
 	}
 	res := s.call(cr, cc, req)
+	if possession {
+		res = s.afterPossession(ctx, cr, issuer, spec, m, req, block.Bytes, res)
+	}
 	switch {
 	case res.full:
 		return signer.PEMBundle{}, signer.PendingError{

@@ -112,6 +112,7 @@ func (s *Signer) Close() {
 		c.cc.Close()
 		delete(st.conns, k)
 	}
+	s.closePossession()
 }
 
 func bundleDigest(pool []*x509.Certificate) [32]byte {

@@ -71,6 +71,9 @@ type Signer struct {
 
 	remoteOnce sync.Once
 	remote     *remoteState
+
+	possessionOnce sync.Once
+	possession     *possessionState
 }
 
 // SecretNamespace is where an issuer's Secrets live.
@@ -357,8 +360,10 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 		return signer.PEMBundle{}, asRefusal(err)
 	}
 	// The inventory (registered, not revoked) and the proof, checked with
-	// the keys of the annotated cluster only.
-	if err := s.VerifyIdentity(ctx, iss.(relayv1.RelayIssuerObject), cluster, block.Bytes, annotations[relayv1.IdentityProofAnnotation]); err != nil {
+	// the keys of the annotated cluster only, or the endpoint's attestation
+	// of a renewal by possession (possession.go).
+	use, err := s.verifyRequest(ctx, iss.(relayv1.RelayIssuerObject), cr, cluster, block.Bytes)
+	if err != nil {
 		var r *policy.Refusal
 		if errors.As(err, &r) {
 			return signer.PEMBundle{}, refused(r)
@@ -378,6 +383,13 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 	bundle, leaf, err := s.issue(csr, details, spec, ca)
 	if err != nil {
 		return bundle, err
+	}
+	if use != nil {
+		// A single-use token is used up before its certificate is handed
+		// out; if that fails, the certificate is dropped.
+		if err := s.useToken(ctx, use); err != nil {
+			return signer.PEMBundle{}, asRefusal(err)
+		}
 	}
 	if err := s.recordEnrollment(ctx, ns, cluster, leaf, ca); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "the certificate was issued but the inventory was not updated", "cluster", cluster)
@@ -463,7 +475,9 @@ func SecretNames(spec *relayv1.RelayIssuerSpec) []string {
 		if spec.Remote.TokenSecretRef != nil {
 			n, _ = tokenRef(spec.Remote.TokenSecretRef)
 		}
-		return append(names, n)
+		// The client Secret decides whether a cluster without a token can
+		// renew by possession (renewal.go).
+		return append(names, n, DefaultClientSecretName)
 	}
 	return nil
 }
