@@ -36,9 +36,10 @@ import (
 // issuance endpoint in front of a CA-mode RelayIssuer "relay" that requires
 // proofs made with token.
 type endpointFixture struct {
-	c    *localcluster.Cluster
-	addr string
-	root *testpki.Cert
+	c     *localcluster.Cluster
+	addr  string
+	root  *testpki.Cert
+	inter *testpki.Cert // the signing intermediate
 }
 
 func startEndpoint(t *testing.T, cfg endpoint.Config, o app.Options) *endpointFixture {
@@ -66,7 +67,7 @@ func startEndpoint(t *testing.T, cfg endpoint.Config, o app.Options) *endpointFi
 	o.Issuance = &app.Issuance{Config: cfg, Listener: lis, CertDir: dir.Path()}
 	runIssuer(t, c, o)
 	waitIssuer(t, c, "relay", metav1.ConditionTrue, "")
-	return &endpointFixture{c: c, addr: lis.Addr().String(), root: root}
+	return &endpointFixture{c: c, addr: lis.Addr().String(), root: root, inter: inter}
 }
 
 // client dials the endpoint from a chosen loopback source address, so tests
