@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -336,7 +337,7 @@ func TestRenewalByPossession(t *testing.T) {
 			if len(got.Status.Certificate) > 0 {
 				t.Fatalf("%s was signed", name)
 			}
-			if inv := crCondition(got, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonRenewalCertificateInvalid || !strings.Contains(inv.Message, "no valid attestation") {
+			if inv := apiutil.GetCertificateRequestCondition(got, cmapi.CertificateRequestConditionInvalidRequest); inv == nil || inv.Reason != policy.ReasonRenewalCertificateInvalid || !strings.Contains(inv.Message, "no valid attestation") {
 				t.Fatalf("%s: InvalidRequest condition %+v, want reason %s", name, inv, policy.ReasonRenewalCertificateInvalid)
 			}
 		}
@@ -474,14 +475,14 @@ func TestSingleUseToken(t *testing.T) {
 				return false, err.Error(), nil
 			}
 			for i := range crs {
-				if inv := crCondition(&crs[i], cmapi.CertificateRequestConditionInvalidRequest); inv != nil && inv.Reason == policy.ReasonStaleTokenGeneration {
+				if inv := apiutil.GetCertificateRequestCondition(&crs[i], cmapi.CertificateRequestConditionInvalidRequest); inv != nil && inv.Reason == policy.ReasonStaleTokenGeneration {
 					failed = &crs[i]
 					return true, "", nil
 				}
 			}
 			return false, fmt.Sprintf("%d requests, none refused as StaleTokenGeneration", len(crs)), nil
 		})
-		if !strings.Contains(crCondition(failed, cmapi.CertificateRequestConditionInvalidRequest).Message, "relayctl token --cluster "+cluster) {
+		if !strings.Contains(apiutil.GetCertificateRequestCondition(failed, cmapi.CertificateRequestConditionInvalidRequest).Message, "relayctl token --cluster "+cluster) {
 			t.Fatalf("the refusal does not say how to get the new token: %+v", failed.Status.Conditions)
 		}
 
