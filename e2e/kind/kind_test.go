@@ -86,7 +86,11 @@ func setup(t *testing.T) *env {
 // failure fails the test with its output.
 func (e *env) run(t *testing.T, stdin []byte, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
+	base := t.Context()
+	if base.Err() != nil {
+		base = context.Background() // in a Cleanup, after t's context ended
+	}
+	ctx, cancel := context.WithTimeout(base, 6*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = e.root
@@ -269,10 +273,23 @@ func TestKind(t *testing.T) {
 			continue
 		}
 		t.Run(m.mode, func(t *testing.T) {
+			// removed pass or fail, so the next mode starts on clean clusters
+			t.Cleanup(func() { e.uninstall(t) })
 			runMode(t, e, m)
-			e.uninstall(t)
 		})
 	}
+}
+
+// crdDocs are the CustomResourceDefinition documents of a multi-document YAML.
+func crdDocs(yamlDocs string) []string {
+	var out []string
+	for _, d := range strings.Split(yamlDocs, "\n---\n") {
+		var head struct{ Kind string }
+		if err := yaml.Unmarshal([]byte(d), &head); err == nil && head.Kind == "CustomResourceDefinition" {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // uninstall removes one mode's installation from both clusters.
@@ -347,6 +364,16 @@ patches:
 		t.Fatal(err)
 	}
 	rendered := e.run(t, nil, e.kubectl, "kustomize", overlay)
+	// As a kubectl user must (Argo CD orders it with sync waves): the CRDs
+	// first, Established, then everything, or the RelayIssuer has no kind
+	// to map to ("ensure CRDs are installed first").
+	crds := crdDocs(rendered)
+	if len(crds) == 0 {
+		t.Fatalf("the %s workload profile has no CRDs", mode)
+	}
+	e.k(t, e.wlCtx, []byte(strings.Join(crds, "\n---\n")), "apply", "--server-side", "-f", "-")
+	e.k(t, e.wlCtx, nil, "wait", "--for=condition=Established", "--timeout=60s",
+		"crd/relayissuers.relaytls.io", "crd/relayclusterissuers.relaytls.io", "crd/relayclusters.relaytls.io")
 	e.k(t, e.wlCtx, []byte(rendered), "apply", "--server-side", "-f", "-")
 	reg := []string{"register", "--secrets-only", "--cluster", "wl",
 		"--mgmt-context", e.mgmtCtx, "--remote-context", e.wlCtx,
