@@ -42,15 +42,16 @@ const (
 	ClusterName = "workload-1"
 )
 
-// Secret names of SPEC section 2 that the harness reads or writes.
+// Secret names of SPEC section 2 that the harness reads or writes (the
+// relaytls ones are defined in api/v1alpha1).
 const (
-	RootSecret         = "relay-root-tls-secret"
-	SigningSecret      = "relay-tls-signing-secret"
-	ServerSecret       = "relay-server-tls-secret"
-	ServerSecretCustom = "relay-server-tls-secret-custom"
-	TokenSecret        = "relay-identity-token-secret"
-	ClientSecret       = "relay-tls-client-secret"
-	ClientSecretBYO    = "relay-client-tls-secret"
+	RootSecret         = relayv1.DefaultRootSecretName
+	SigningSecret      = relayv1.DefaultSigningSecretName
+	ServerSecret       = relayv1.ServerSecretName
+	ServerSecretCustom = relayv1.CustomServerSecretName
+	TokenSecret        = relayv1.DefaultTokenSecretName
+	ClientSecret       = relayv1.ClientSecretName
+	ClientSecretBYO    = relayv1.BYOClientSecretName
 	TelemetrySecret    = "gloo-telemetry-gateway-tls-secret"
 	TelemetryRoot      = "telemetry-root-secret"
 )
@@ -220,7 +221,7 @@ func (in *Installation) installWorkload(ctx context.Context) error {
 		}
 		if in.RenewEvery > 0 {
 			in.Renewed = slices.DeleteFunc(in.Renewed, func(r Renewed) bool { return r.Cluster == in.Workload })
-			in.Renewed = append(in.Renewed, Renewed{Cluster: in.Workload, Certificate: "relay-client", Secret: ClientSecret})
+			in.Renewed = append(in.Renewed, Renewed{Cluster: in.Workload, Certificate: relayv1.ClientCertificateName, Secret: ClientSecret})
 		}
 	} else if err := apply(ctx, in.Workload, certs); err != nil {
 		return err
