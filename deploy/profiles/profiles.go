@@ -13,14 +13,16 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/manifest"
 )
 
 //go:embed */*/relaytls.yaml
 var files embed.FS
 
-// Modes are the relay security modes of SPEC section 3, in order.
-var Modes = []string{"insecure", "tls-self-signed", "tls-byo-server", "mtls-self-signed", "mtls-byo-ca", "mtls-byo-client"}
+// Modes are the relay security modes of SPEC section 3, in order (defined
+// in api/v1alpha1).
+var Modes = relayv1.Modes()
 
 // Roles are the cluster roles.
 var Roles = []string{"management", "workload"}

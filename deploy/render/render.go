@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
 	"github.com/relaytls/relaytls/internal/manifest"
 )
@@ -379,9 +380,9 @@ func kustomization(mode, role string) string {
 	b.WriteString("# certificates 1, RelayIssuer 2, the relay-client Certificate 3.\n")
 	b.WriteString("# Nothing here is random or looked up from a cluster; no token is in Git\n")
 	b.WriteString("# (relay-issuer generates it, or you create the Secret).\n")
-	if role == "workload" && mode != "insecure" {
+	if role == "workload" && mode != relayv1.ModeInsecure {
 		fmt.Fprintf(&b, "#\n# Overlay: replace the example cluster name %q", ExampleCluster)
-		if mode == "mtls-self-signed" || mode == "mtls-byo-ca" {
+		if mode == relayv1.ModeMTLSSelfSigned || mode == relayv1.ModeMTLSBYOCA {
 			fmt.Fprintf(&b, " and endpoint %q\n# once, with the component deploy/components/workload-cluster (see\n# deploy/components/example-workload): it writes them to RelayIssuer relay,\n# Certificate relay-client and ConfigMap relaytls-config.\n", ExampleEndpoint)
 		} else {
 			b.WriteString(" in ConfigMap relaytls-config.\n")

@@ -14,6 +14,7 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	"k8s.io/klog/v2"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/harness"
 	"github.com/relaytls/relaytls/e2e/provider"
 )
@@ -264,15 +265,15 @@ func showEnrollment(ctx context.Context, v *view, in *harness.Installation) {
 	}
 	switch in.Mode.Number {
 	case 4, 5:
-		show(in.Workload, harness.ClientSecret, "enrolled "+harness.ClusterName+" through the issuance endpoint (token proof, never the token)")
+		show(in.Workload, relayv1.ClientSecretName, "enrolled "+harness.ClusterName+" through the issuance endpoint (token proof, never the token)")
 	case 6:
-		show(in.Workload, harness.ClientSecretBYO, "client certificate from the user's PKI")
+		show(in.Workload, relayv1.BYOClientSecretName, "client certificate from the user's PKI")
 	}
 	switch in.Mode.Number {
 	case 2, 4, 5:
-		show(in.Mgmt, harness.ServerSecret, "server certificate")
+		show(in.Mgmt, relayv1.ServerSecretName, "server certificate")
 	case 3, 6:
-		show(in.Mgmt, harness.ServerSecretCustom, "server certificate (bring your own)")
+		show(in.Mgmt, relayv1.CustomServerSecretName, "server certificate (bring your own)")
 	}
 }
 

@@ -42,18 +42,11 @@ const (
 	ClusterName = "workload-1"
 )
 
-// Secret names of SPEC section 2 that the harness reads or writes.
+// Secret names the harness reads or writes besides relaytls's own (those
+// are in api/v1alpha1).
 const (
-	RootSecret         = "relay-root-tls-secret"
-	SigningSecret      = "relay-tls-signing-secret"
-	ServerSecret       = "relay-server-tls-secret"
-	ServerSecretCustom = "relay-server-tls-secret-custom"
-	TokenSecret        = "relay-identity-token-secret"
-	ClientSecret       = "relay-tls-client-secret"
-	ClientSecretBYO    = "relay-client-tls-secret"
-	TelemetrySecret    = "gloo-telemetry-gateway-tls-secret"
-	TelemetryRoot      = "telemetry-root-secret"
-	TrustBundle        = "relay-trust-bundle"
+	TelemetrySecret = "gloo-telemetry-gateway-tls-secret"
+	TelemetryRoot   = "telemetry-root-secret"
 )
 
 // Options configure Install.
@@ -221,7 +214,7 @@ func (in *Installation) installWorkload(ctx context.Context) error {
 		}
 		if in.RenewEvery > 0 {
 			in.Renewed = slices.DeleteFunc(in.Renewed, func(r Renewed) bool { return r.Cluster == in.Workload })
-			in.Renewed = append(in.Renewed, Renewed{Cluster: in.Workload, Certificate: "relay-client", Secret: ClientSecret})
+			in.Renewed = append(in.Renewed, Renewed{Cluster: in.Workload, Certificate: relayv1.ClientCertificateName, Secret: relayv1.ClientSecretName})
 		}
 	} else if err := apply(ctx, in.Workload, certs); err != nil {
 		return err
@@ -343,8 +336,8 @@ func (in *Installation) userSecrets(ctx context.Context) error {
 	in.UserRoot = root
 	rootOnly := map[string][]byte{"ca.crt": root.CertPEM()}
 	puts := []secretPut{
-		{in.Mgmt, RootSecret, rootOnly},
-		{in.Workload, RootSecret, rootOnly},
+		{in.Mgmt, relayv1.DefaultRootSecretName, rootOnly},
+		{in.Workload, relayv1.DefaultRootSecretName, rootOnly},
 		{in.Mgmt, TelemetryRoot, rootOnly},
 		{in.Workload, TelemetryRoot, rootOnly},
 	}
@@ -357,18 +350,18 @@ func (in *Installation) userSecrets(ctx context.Context) error {
 		tok := NewToken()
 		puts = append(puts,
 			secretPut{in.Mgmt, "user-server-ca", caSecret("user server CA")},
-			secretPut{in.Mgmt, TokenSecret, map[string][]byte{"token": tok}},
+			secretPut{in.Mgmt, relayv1.DefaultTokenSecretName, map[string][]byte{"token": tok}},
 			// The workload cluster holds its own cluster token, never the root (SPEC §4).
-			secretPut{in.Workload, TokenSecret, map[string][]byte{"token": clusterToken(t, tok, ClusterName)}})
+			secretPut{in.Workload, relayv1.DefaultTokenSecretName, map[string][]byte{"token": clusterToken(t, tok, ClusterName)}})
 	case 5:
 		inter := testpki.Intermediate(t, root, "user intermediate CA")
 		server := testpki.Issue(t, root, testpki.Options{CommonName: ServerName, DNSNames: []string{ServerName}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 		serverData := map[string][]byte{"tls.crt": server.CertPEM(), "tls.key": server.KeyPEM(t), "ca.crt": root.CertPEM()}
 		puts = append(puts,
-			secretPut{in.Mgmt, SigningSecret, map[string][]byte{"tls.crt": inter.CertPEM(), "tls.key": inter.KeyPEM(t), "ca.crt": root.CertPEM()}},
-			secretPut{in.Mgmt, ServerSecret, serverData},
+			secretPut{in.Mgmt, relayv1.DefaultSigningSecretName, map[string][]byte{"tls.crt": inter.CertPEM(), "tls.key": inter.KeyPEM(t), "ca.crt": root.CertPEM()}},
+			secretPut{in.Mgmt, relayv1.ServerSecretName, serverData},
 			secretPut{in.Mgmt, TelemetrySecret, serverData},
-			secretPut{in.Mgmt, TokenSecret, map[string][]byte{"token": NewToken()}})
+			secretPut{in.Mgmt, relayv1.DefaultTokenSecretName, map[string][]byte{"token": NewToken()}})
 	case 6:
 		puts = append(puts,
 			secretPut{in.Mgmt, "user-server-ca", caSecret("user server CA")},
@@ -417,10 +410,10 @@ func (in *Installation) userCertificates(ctx context.Context, c provider.Cluster
 	var spec cmapi.CertificateSpec
 	switch {
 	case (m == 3 || m == 6) && role == "management":
-		issuer, caSecret, name, secret = "user-server-ca", "user-server-ca", "relay-server", ServerSecretCustom
+		issuer, caSecret, name, secret = "user-server-ca", "user-server-ca", "relay-server", relayv1.CustomServerSecretName
 		spec = cmapi.CertificateSpec{CommonName: ServerName, DNSNames: []string{ServerName}, Usages: []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageServerAuth}}
 	case m == 6 && role == "workload":
-		issuer, caSecret, name, secret = "user-client-ca", "user-client-ca", "relay-client", ClientSecretBYO
+		issuer, caSecret, name, secret = "user-client-ca", "user-client-ca", "relay-client", relayv1.BYOClientSecretName
 		spec = cmapi.CertificateSpec{CommonName: ClusterName, DNSNames: []string{ClusterName}, Usages: []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageClientAuth}}
 	default:
 		return nil
@@ -462,7 +455,7 @@ func (in *Installation) register(ctx context.Context) error {
 		}
 	}
 	if m == 2 || m == 4 {
-		root, err := GetSecret(ctx, in.Mgmt, RootSecret)
+		root, err := GetSecret(ctx, in.Mgmt, relayv1.DefaultRootSecretName)
 		if err != nil {
 			return err
 		}
@@ -521,7 +514,7 @@ func (in *Installation) startIssuer(ctx context.Context, c provider.Cluster, iss
 	}
 	name := "relay-issuer-" + c.Name()
 	if issuance {
-		dir, err := in.Mount(ctx, c, ServerSecret, "issuer-serving", "tls.crt", "tls.key")
+		dir, err := in.Mount(ctx, c, relayv1.ServerSecretName, "issuer-serving", "tls.crt", "tls.key")
 		if err != nil {
 			return err
 		}
@@ -576,9 +569,9 @@ func (in *Installation) project(ctx context.Context) error {
 	if m == 1 {
 		return nil
 	}
-	serverSecret := ServerSecret
+	serverSecret := relayv1.ServerSecretName
 	if m == 3 || m == 6 {
-		serverSecret = ServerSecretCustom
+		serverSecret = relayv1.CustomServerSecretName
 	}
 	var errs []error
 	add := func(dst *Mounts, c provider.Cluster, secret, name, key string, set func(*Mounts, string)) {
@@ -599,23 +592,23 @@ func (in *Installation) project(ctx context.Context) error {
 	token := func(m *Mounts, dir string) { m.Token = filepath.Join(dir, "token") }
 
 	add(&in.Server, in.Mgmt, serverSecret, "server-tls", "", certDir)
-	add(&in.Agent, in.Workload, RootSecret, "agent-root", "ca.crt", bundle)
+	add(&in.Agent, in.Workload, relayv1.DefaultRootSecretName, "agent-root", "ca.crt", bundle)
 	switch in.Mode.Sidecar {
 	case "tls":
-		add(&in.Server, in.Mgmt, TokenSecret, "server-token", "token", token)
-		add(&in.Agent, in.Workload, TokenSecret, "agent-token", "token", token)
+		add(&in.Server, in.Mgmt, relayv1.DefaultTokenSecretName, "server-token", "token", token)
+		add(&in.Agent, in.Workload, relayv1.DefaultTokenSecretName, "agent-token", "token", token)
 	case "mtls":
 		// As the chart mounts it: where relay-issuer runs (modes 4 and 5)
 		// the server trusts its trust bundle, which holds the old and the
 		// new root during a root rotation.
-		serverBundle := RootSecret
+		serverBundle := relayv1.DefaultRootSecretName
 		if in.Mode.Enrolls() {
-			serverBundle = TrustBundle
+			serverBundle = relayv1.DefaultTrustBundleSecretName
 		}
 		add(&in.Server, in.Mgmt, serverBundle, "server-root", "ca.crt", bundle)
-		client := ClientSecret
+		client := relayv1.ClientSecretName
 		if m == 6 {
-			client = ClientSecretBYO
+			client = relayv1.BYOClientSecretName
 		}
 		add(&in.Agent, in.Workload, client, "agent-tls", "", certDir)
 	}

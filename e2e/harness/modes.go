@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 )
 
 // Mode is one of the six relay security modes of SPEC section 3.
@@ -20,12 +22,12 @@ type Mode struct {
 
 // Modes are the six modes, in SPEC order.
 var Modes = []Mode{
-	{1, "insecure", "insecure", "insecure (plaintext h2c, cluster name only)"},
-	{2, "tls-self-signed", "tls", "TLS, self-signed server certificate, relay identity token"},
-	{3, "tls-byo-server", "tls", "TLS, bring-your-own server certificate, relay identity token"},
-	{4, "mtls-self-signed", "mtls", "mTLS, self-signed CAs, client certificates issued after token bootstrap"},
-	{5, "mtls-byo-ca", "mtls", "mTLS, bring-your-own CAs, client certificates issued after token bootstrap"},
-	{6, "mtls-byo-client", "mtls", "mTLS, bring-your-own CAs and client certificates, no tokens"},
+	{1, relayv1.ModeInsecure, "insecure", "insecure (plaintext h2c, cluster name only)"},
+	{2, relayv1.ModeTLSSelfSigned, "tls", "TLS, self-signed server certificate, relay identity token"},
+	{3, relayv1.ModeTLSBYOServer, "tls", "TLS, bring-your-own server certificate, relay identity token"},
+	{4, relayv1.ModeMTLSSelfSigned, "mtls", "mTLS, self-signed CAs, client certificates issued after token bootstrap"},
+	{5, relayv1.ModeMTLSBYOCA, "mtls", "mTLS, bring-your-own CAs, client certificates issued after token bootstrap"},
+	{6, relayv1.ModeMTLSBYOClient, "mtls", "mTLS, bring-your-own CAs and client certificates, no tokens"},
 }
 
 // ModeByName finds a mode by number ("4") or profile name

@@ -26,12 +26,12 @@ func (e *env) scopeMigration(t *testing.T) {
 	mgmt, wl := e.in.Mgmt, e.in.Workload
 	var clientCrt harness.Renewed
 	for _, r := range e.in.Renewed {
-		if r.Secret == harness.ClientSecret {
+		if r.Secret == relayv1.ClientSecretName {
 			clientCrt = r
 		}
 	}
 	if clientCrt.Secret == "" {
-		t.Fatalf("mode %s renews no %s", e.mode, harness.ClientSecret)
+		t.Fatalf("mode %s renews no %s", e.mode, relayv1.ClientSecretName)
 	}
 	setScope := func(scope relayv1.TokenScope) {
 		t.Helper()
@@ -67,7 +67,7 @@ func (e *env) scopeMigration(t *testing.T) {
 	}
 
 	// The old install: shared scope, the root token in the workload cluster.
-	rootSecret, err := harness.GetSecret(ctx, mgmt, harness.TokenSecret)
+	rootSecret, err := harness.GetSecret(ctx, mgmt, relayv1.DefaultTokenSecretName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func (e *env) scopeMigration(t *testing.T) {
 		ok, err := sharedCondition(ctx)
 		return ok, fmt.Sprint(err)
 	})
-	if err := harness.PutSecret(ctx, wl, harness.TokenSecret, map[string][]byte{"token": root}); err != nil {
+	if err := harness.PutSecret(ctx, wl, relayv1.DefaultTokenSecretName, map[string][]byte{"token": root}); err != nil {
 		t.Fatal(err)
 	}
 	renewedAfter("with the shared root token")
@@ -114,7 +114,7 @@ func (e *env) scopeMigration(t *testing.T) {
 		ok, err := sharedCondition(ctx)
 		return err == nil && !ok, fmt.Sprint(err)
 	})
-	held, err := harness.GetSecret(ctx, wl, harness.TokenSecret)
+	held, err := harness.GetSecret(ctx, wl, relayv1.DefaultTokenSecretName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -160,7 +160,7 @@ func (e *env) survivesRenewals() {
 
 	for _, r := range in.Renewed {
 		switch r.Secret {
-		case harness.ServerSecret, harness.ServerSecretCustom:
+		case relayv1.ServerSecretName, relayv1.CustomServerSecretName:
 			eventually(t, 30*time.Second, "a new handshake to be served the newest server certificate", func(ctx context.Context) (bool, string) {
 				want := latestLeaf(ctx, r)
 				got, err := harness.ServedServerCert(ctx, e.relay.ServerAddr, in.Agent.Bundle)
@@ -170,7 +170,7 @@ func (e *env) survivesRenewals() {
 				return got.SerialNumber.Cmp(want.SerialNumber) == 0, "served " + harness.Serial(got.SerialNumber) + ", newest " + harness.Serial(want.SerialNumber)
 			})
 			e.metricAtLeast(e.relay.ServerHealth, "relay_sidecar_credential_reloads_total", 1+wantRenewals, `result="success"`)
-		case harness.ClientSecret, harness.ClientSecretBYO:
+		case relayv1.ClientSecretName, relayv1.BYOClientSecretName:
 			e.metricAtLeast(e.relay.AgentHealth, "relay_sidecar_credential_reloads_total", 1+wantRenewals, `result="success"`)
 			// The agent opens a new connection with each new client
 			// certificate (make-before-break); the server counts them.
@@ -431,12 +431,12 @@ func (e *env) wrongTokenEnrollment(t *testing.T) {
 
 func (e *env) reservedServerSecret(t *testing.T) {
 	cmd := exec.CommandContext(t.Context(), bins.Relayctl, "init", "--mode=tls-byo-server",
-		"--server-secret="+harness.ServerSecret, "--kubeconfig="+e.in.Mgmt.AdminKubeconfig())
+		"--server-secret="+relayv1.ServerSecretName, "--kubeconfig="+e.in.Mgmt.AdminKubeconfig())
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("relayctl init accepted the reserved Secret name; output:\n%s", out)
 	}
-	if !strings.Contains(string(out), harness.ServerSecret) || !strings.Contains(string(out), "reserved") {
+	if !strings.Contains(string(out), relayv1.ServerSecretName) || !strings.Contains(string(out), "reserved") {
 		t.Fatalf("the refusal does not name the reserved Secret: %s", out)
 	}
 	t.Logf("refused: %s", strings.TrimSpace(string(out)))
@@ -445,16 +445,16 @@ func (e *env) reservedServerSecret(t *testing.T) {
 func (e *env) garbageCASecret(t *testing.T) {
 	ctx := t.Context()
 	mgmt := e.in.Mgmt
-	orig, err := harness.GetSecret(ctx, mgmt, harness.SigningSecret)
+	orig, err := harness.GetSecret(ctx, mgmt, relayv1.DefaultSigningSecretName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := harness.PutSecret(ctx, mgmt, harness.SigningSecret, map[string][]byte{"tls.crt": []byte("garbage"), "tls.key": []byte("garbage")}); err != nil {
+	if err := harness.PutSecret(ctx, mgmt, relayv1.DefaultSigningSecretName, map[string][]byte{"tls.crt": []byte("garbage"), "tls.key": []byte("garbage")}); err != nil {
 		t.Fatal(err)
 	}
-	waitIssuer(t, mgmt, metav1.ConditionFalse, harness.SigningSecret)
+	waitIssuer(t, mgmt, metav1.ConditionFalse, relayv1.DefaultSigningSecretName)
 	e.heartbeatsAdvance(50, "while the issuer is not Ready")
-	if err := harness.PutSecret(ctx, mgmt, harness.SigningSecret, orig.Data); err != nil {
+	if err := harness.PutSecret(ctx, mgmt, relayv1.DefaultSigningSecretName, orig.Data); err != nil {
 		t.Fatal(err)
 	}
 	waitIssuer(t, mgmt, metav1.ConditionTrue, "")

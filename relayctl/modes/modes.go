@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
 )
 
@@ -30,24 +31,24 @@ type Mode struct {
 }
 
 var all = []Mode{
-	{Name: "insecure", Number: 1},
-	{Name: "tls-self-signed", Number: 2, Token: true, SelfSigned: true},
-	{Name: "tls-byo-server", Number: 3, Token: true, BYOServer: true},
-	{Name: "mtls-self-signed", Number: 4, Token: true, SelfSigned: true, AutoClient: true},
-	{Name: "mtls-byo-ca", Number: 5, Token: true, AutoClient: true, BYOServer: true},
-	{Name: "mtls-byo-client", Number: 6, BYOServer: true, BYOClient: true},
+	{Name: relayv1.ModeInsecure, Number: 1},
+	{Name: relayv1.ModeTLSSelfSigned, Number: 2, Token: true, SelfSigned: true},
+	{Name: relayv1.ModeTLSBYOServer, Number: 3, Token: true, BYOServer: true},
+	{Name: relayv1.ModeMTLSSelfSigned, Number: 4, Token: true, SelfSigned: true, AutoClient: true},
+	{Name: relayv1.ModeMTLSBYOCA, Number: 5, Token: true, AutoClient: true, BYOServer: true},
+	{Name: relayv1.ModeMTLSBYOClient, Number: 6, BYOServer: true, BYOClient: true},
 }
 
-// Secret names of SPEC section 2.
+// Secret names of SPEC section 2 (defined in api/v1alpha1).
 const (
-	RootSecret           = "relay-root-tls-secret"
-	SigningSecret        = "relay-tls-signing-secret"
-	ServerSecret         = "relay-server-tls-secret"
-	CustomServerSecret   = "relay-server-tls-secret-custom"
-	TokenSecret          = "relay-identity-token-secret"
-	ClientSecret         = "relay-tls-client-secret"
-	BYOClientSecret      = "relay-client-tls-secret"
-	ClientCertificate    = "relay-client"
+	RootSecret           = relayv1.DefaultRootSecretName
+	SigningSecret        = relayv1.DefaultSigningSecretName
+	ServerSecret         = relayv1.ServerSecretName
+	CustomServerSecret   = relayv1.CustomServerSecretName
+	TokenSecret          = relayv1.DefaultTokenSecretName
+	ClientSecret         = relayv1.ClientSecretName
+	BYOClientSecret      = relayv1.BYOClientSecretName
+	ClientCertificate    = relayv1.ClientCertificateName
 	RelayIssuerName      = "relay"
 	ConfigMapName        = "relaytls-config"
 	GeneratedAnnotation  = "relaytls.io/generated"
@@ -114,15 +115,15 @@ func (m Mode) UserSecrets(role, serverSecret string) []UserSecret {
 	}
 	if role == "management" {
 		switch m.Name {
-		case "tls-byo-server":
+		case relayv1.ModeTLSBYOServer:
 			add(serverSecret, "the relay server certificate from your PKI", "tls.crt", "tls.key")
 			add(TokenSecret, "the relay identity token", "token")
-		case "mtls-byo-ca":
+		case relayv1.ModeMTLSBYOCA:
 			add(RootSecret, "your root CA certificate", "ca.crt")
 			add(SigningSecret, "your intermediate CA that signs agent certificates", "tls.crt", "tls.key")
 			add(serverSecret, "the relay server certificate from your PKI", "tls.crt", "tls.key")
 			add(TokenSecret, "the relay identity token", "token")
-		case "mtls-byo-client":
+		case relayv1.ModeMTLSBYOClient:
 			add(RootSecret, "your root CA certificate that agent certificates chain to", "ca.crt")
 			add(serverSecret, "the relay server certificate from your PKI", "tls.crt", "tls.key")
 		}

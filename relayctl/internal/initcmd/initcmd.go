@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
 	"github.com/relaytls/relaytls/relayctl/internal/kube"
 	"github.com/relaytls/relaytls/relayctl/modes"
@@ -111,7 +112,7 @@ func Preflight(ctx context.Context, c *kube.Conn, mode modes.Mode, role, serverS
 			}
 		}
 	}
-	if role == "management" && mode.Name == "mtls-self-signed" {
+	if role == "management" && mode.Name == relayv1.ModeMTLSSelfSigned {
 		var s corev1.Secret
 		err := c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: modes.TokenSecret}, &s)
 		if err == nil && s.Annotations[modes.GeneratedAnnotation] != "true" {

@@ -405,20 +405,30 @@ func directMemory(s *bench.Setup, n int) (float64, error) {
 	return (after - before) / float64(n), nil
 }
 
-func tlsIdleServer(addr, dir string) error {
+// mutualTLS is the TLS 1.3 server config, requiring a client certificate,
+// of the server material in dir (the child processes' direct-TLS baseline).
+func mutualTLS(dir string) (*tls.Config, error) {
 	src := bench.Sources(dir)
 	pair, err := tls.LoadX509KeyPair(filepath.Join(src.CertDir, "tls.crt"), filepath.Join(src.CertDir, "tls.key"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	caPEM, err := os.ReadFile(src.BundleFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	l, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs: pool, MinVersion: tls.VersionTLS13})
+	return &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs: pool, MinVersion: tls.VersionTLS13}, nil
+}
+
+func tlsIdleServer(addr, dir string) error {
+	cfg, err := mutualTLS(dir)
+	if err != nil {
+		return err
+	}
+	l, err := tls.Listen("tcp", addr, cfg)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -34,23 +33,16 @@ type procPath struct {
 // sinkChild is the sink process: plain on os.Args[1], mutual TLS on
 // os.Args[2] with the server material in os.Args[3].
 func sinkChild(plain, tlsAddr, dir string) error {
-	src := bench.Sources(dir)
-	pair, err := tls.LoadX509KeyPair(filepath.Join(src.CertDir, "tls.crt"), filepath.Join(src.CertDir, "tls.key"))
+	cfg, err := mutualTLS(dir)
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(src.BundleFile)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	cfg.SessionTicketsDisabled = true
 	pl, err := net.Listen("tcp", plain)
 	if err != nil {
 		return err
 	}
-	tl, err := tls.Listen("tcp", tlsAddr, &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs: pool, MinVersion: tls.VersionTLS13, SessionTicketsDisabled: true})
+	tl, err := tls.Listen("tcp", tlsAddr, cfg)
 	if err != nil {
 		return err
 	}
