@@ -1,0 +1,403 @@
+package suite
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/e2e/harness"
+	"github.com/relaytls/relaytls/e2e/provider"
+	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/issuer/signer"
+)
+
+// rotationName is the name the e2e root rotation runs under.
+const rotationName = "e2e-rotation"
+
+// rootRotation runs a full root rotation (prepare, activate, retire) with
+// relayctl rotate-root while the relay stream runs, waiting for each phase
+// to be reported in the issuer's status. In mode 5 the test plays the user:
+// it makes the new root, intermediate and server certificate and places
+// them where relayctl check says. At the end the old root is in no bundle,
+// the server and the client certificates chain to the new root only, and
+// the stream has no gap and no break.
+func (e *env) rootRotation(t *testing.T) {
+	ctx := t.Context()
+	mgmt, wl := e.in.Mgmt, e.in.Workload
+	clientCrt := e.renewed(t, harness.ClientSecret)
+	oldRoots := secretCerts(t, mgmt, harness.RootSecret)
+	if len(oldRoots) != 1 {
+		t.Fatalf("the management root Secret holds %d certificates before the rotation", len(oldRoots))
+	}
+	oldRoot := oldRoots[0]
+	s0, a0 := e.relay.Stats()
+	start := time.Now()
+	renewals0 := e.watch.Renewals(clientCrt)
+	var newRoot *x509.Certificate
+	var userRoot *testpki.Cert
+
+	// Prepare.
+	phaseStart := time.Now()
+	out := e.relayctl(t, "rotate-root-prepare", "rotate-root", "--phase=prepare", "--name="+rotationName)
+	t.Logf("relayctl rotate-root --phase prepare:\n%s", out)
+	if e.mode.Number == 5 {
+		// relay-issuer waits for the user's new root; check says where.
+		e.waitRotation(t, "the rotation to wait for the user's new root", 30*time.Second, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+			return c.Reason == "NewRootPending"
+		})
+		fix := e.checkSays(t, "rotate-check-prepare", relayv1.DefaultNewRootSecretName)
+		t.Logf("relayctl check (prepare): %s", fix)
+		userRoot = testpki.Root(t, "user root CA (next)")
+		if err := harness.PutSecret(ctx, mgmt, relayv1.DefaultNewRootSecretName, map[string][]byte{"ca.crt": userRoot.CertPEM()}); err != nil {
+			t.Fatal(err)
+		}
+		// "then add it to ca.crt of telemetry-root-secret in both clusters"
+		both := append(pemOf(oldRoot), userRoot.CertPEM()...)
+		for _, c := range []provider.Cluster{mgmt, wl} {
+			if err := harness.PutSecret(ctx, c, harness.TelemetryRoot, map[string][]byte{"ca.crt": both}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st := e.waitRotation(t, "phase Prepare to be reported with every cluster holding the new root", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationPrepare && c.Reason == "Prepared"
+	})
+	prepareTook := time.Since(phaseStart)
+	if e.mode.Number == 5 {
+		newRoot = userRoot.Cert
+	} else {
+		nextSec := secretCerts(t, mgmt, relayv1.DefaultNewRootSecretName)
+		if len(nextSec) != 1 {
+			t.Fatalf("Secret %s holds %d certificates", relayv1.DefaultNewRootSecretName, len(nextSec))
+		}
+		newRoot = nextSec[0]
+	}
+	if st.NewRoot != signer.Fingerprint(newRoot) || !slices.Equal(st.OldRoots, []string{signer.Fingerprint(oldRoot)}) {
+		t.Fatalf("status.rootRotation names new root %s and old roots %v; want %s and [%s]", short(st.NewRoot), st.OldRoots, short(signer.Fingerprint(newRoot)), short(signer.Fingerprint(oldRoot)))
+	}
+	both := []*x509.Certificate{oldRoot, newRoot}
+	e.bundleHolds(t, "prepare", mgmt, harness.TrustBundle, both)
+	e.bundleHolds(t, "prepare", wl, harness.RootSecret, both)
+	e.agentTrusts(t, "prepare", both)
+	if e.mode.Number == 4 {
+		e.bundleHolds(t, "prepare", mgmt, harness.TelemetryRoot, both)
+	}
+	e.heartbeatsAdvance(20, "after prepare")
+	t.Logf("prepare: %s (new root %s joined every bundle; the workload cluster got it with a renewal)", prepareTook.Round(10*time.Millisecond), short(signer.Fingerprint(newRoot)))
+
+	// Activate.
+	phaseStart = time.Now()
+	out = e.relayctl(t, "rotate-root-activate", "rotate-root", "--phase=activate")
+	t.Logf("relayctl rotate-root --phase activate:\n%s", out)
+	if e.mode.Number == 5 {
+		fix := e.checkSays(t, "rotate-check-activate", harness.SigningSecret)
+		if !strings.Contains(fix, harness.ServerSecret) {
+			t.Fatalf("relayctl check does not say where the server certificate goes: %s", fix)
+		}
+		t.Logf("relayctl check (activate): %s", fix)
+		inter := testpki.Intermediate(t, userRoot, "user intermediate CA (next)")
+		if err := harness.PutSecret(ctx, mgmt, harness.SigningSecret, map[string][]byte{"tls.crt": inter.CertPEM(), "tls.key": inter.KeyPEM(t), "ca.crt": userRoot.CertPEM()}); err != nil {
+			t.Fatal(err)
+		}
+		server := testpki.Issue(t, userRoot, testpki.Options{CommonName: harness.ServerName, DNSNames: []string{harness.ServerName}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		serverData := map[string][]byte{"tls.crt": server.CertPEM(), "tls.key": server.KeyPEM(t), "ca.crt": userRoot.CertPEM()}
+		for _, name := range []string{harness.ServerSecret, harness.TelemetrySecret} {
+			if err := harness.PutSecret(ctx, mgmt, name, serverData); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	e.waitRotation(t, "phase Activate to be reported", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationActivate
+	})
+	signingTook := time.Since(phaseStart)
+	e.waitRotation(t, "every cluster to hold a certificate under the new root", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationActivate && len(st.WaitingFor) == 0
+	})
+	activateTook := time.Since(phaseStart)
+	eventually(t, time.Minute, "a new handshake to be served a server certificate under the new root", func(ctx context.Context) (bool, string) {
+		got, err := harness.ServedServerCert(ctx, e.relay.ServerAddr, e.in.Agent.Bundle)
+		if err != nil {
+			return false, err.Error()
+		}
+		return chainsOnlyTo([]*x509.Certificate{got}, newRoot, oldRoot), "served issuer " + got.Issuer.CommonName
+	})
+	eventually(t, time.Minute, "the client certificate to chain to the new root", func(ctx context.Context) (bool, string) {
+		chain := secretChain(ctx, wl, harness.ClientSecret)
+		return chainsOnlyTo(chain, newRoot, oldRoot), fmt.Sprintf("%d certificates", len(chain))
+	})
+	e.heartbeatsAdvance(20, "after activate")
+	t.Logf("activate: %s (signing CA under the new root after %s, then the client's renewal under it)", activateTook.Round(10*time.Millisecond), signingTook.Round(10*time.Millisecond))
+
+	// Retire.
+	phaseStart = time.Now()
+	if e.mode.Number == 5 {
+		fix := e.checkSays(t, "rotate-check-retire", harness.RootSecret)
+		t.Logf("relayctl check (retire): %s", fix)
+		if err := harness.PutSecret(ctx, mgmt, harness.RootSecret, map[string][]byte{"ca.crt": userRoot.CertPEM()}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []provider.Cluster{mgmt, wl} {
+			if err := harness.PutSecret(ctx, c, harness.TelemetryRoot, map[string][]byte{"ca.crt": userRoot.CertPEM()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	out = e.relayctl(t, "rotate-root-retire", "rotate-root", "--phase=retire")
+	t.Logf("relayctl rotate-root --phase retire:\n%s", out)
+	e.waitRotation(t, "phase Retire to be reported", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationRetire && c.Reason == "Retired"
+	})
+	retireMgmtTook := time.Since(phaseStart)
+	only := []*x509.Certificate{newRoot}
+	e.bundleHolds(t, "retire", mgmt, harness.TrustBundle, only)
+	if e.mode.Number == 4 {
+		e.bundleHolds(t, "retire", mgmt, harness.TelemetryRoot, only)
+		for _, name := range []string{relayv1.DefaultNewRootSecretName} {
+			if _, err := harness.GetSecret(ctx, mgmt, name); err == nil {
+				t.Errorf("Secret %s is left after retire", name)
+			}
+		}
+	}
+	// The workload cluster loses the old root with its next renewal.
+	e.bundleHolds(t, "retire", wl, harness.RootSecret, only)
+	e.agentTrusts(t, "retire", only)
+	retireTook := time.Since(phaseStart)
+	got, err := harness.ServedServerCert(ctx, e.relay.ServerAddr, e.in.Agent.Bundle)
+	if err != nil {
+		t.Fatalf("a new handshake verified against the agent's bundle after retire: %v", err)
+	}
+	if !chainsOnlyTo([]*x509.Certificate{got}, newRoot, oldRoot) {
+		t.Fatal("the served server certificate does not chain to the new root only")
+	}
+	if chain := secretChain(ctx, wl, harness.ClientSecret); !chainsOnlyTo(chain, newRoot, oldRoot) {
+		t.Fatal("the client certificate does not chain to the new root only")
+	}
+	if chain := secretChain(ctx, mgmt, harness.ServerSecret); !chainsOnlyTo(chain, newRoot, oldRoot) {
+		t.Fatalf("Secret %s does not chain to the new root only", harness.ServerSecret)
+	}
+	e.heartbeatsAdvance(20, "after retire")
+	total := time.Since(start)
+
+	s, a := e.relay.Stats()
+	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
+		t.Fatalf("the stream did not survive the root rotation: server %+v, agent %+v", s, a)
+	}
+	life := clientLifetime(ctx, wl)
+	t.Logf("root rotation, mode %s: full %s (prepare %s, activate %s, retire %s of which %s until Retired in status); "+
+		"client certificate lifetime %s, renewal every %s (%d client renewals during the rotation); "+
+		"stream: %d heartbeats to the agent, %d to the server during it, 0 gaps, 0 breaks, 1 stream",
+		e.mode, total.Round(10*time.Millisecond), prepareTook.Round(10*time.Millisecond), activateTook.Round(10*time.Millisecond),
+		retireTook.Round(10*time.Millisecond), retireMgmtTook.Round(10*time.Millisecond), life, renewEvery,
+		e.watch.Renewals(clientCrt)-renewals0, a.Received-a0.Received, s.Received-s0.Received)
+	if life > 0 && total > life {
+		t.Errorf("the rotation took %s, longer than one client certificate lifetime (%s)", total, life)
+	}
+}
+
+// rotationCond is the RootRotation condition's reason and message.
+type rotationCond struct{ Reason, Message string }
+
+// waitRotation waits until cond holds for the management issuer's
+// status.rootRotation and RootRotation condition, at the issuer's
+// generation.
+func (e *env) waitRotation(t *testing.T, what string, timeout time.Duration, cond func(*relayv1.RootRotationStatus, *rotationCond) bool) *relayv1.RootRotationStatus {
+	t.Helper()
+	var last *relayv1.RootRotationStatus
+	eventually(t, timeout, what, func(ctx context.Context) (bool, string) {
+		var iss relayv1.RelayIssuer
+		if err := e.in.Mgmt.Client().Get(ctx, client.ObjectKey{Namespace: harness.Namespace, Name: "relay"}, &iss); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(iss.Status.Conditions, relayv1.IssuerConditionRootRotation)
+		st := iss.Status.RootRotation
+		if c == nil || st == nil || st.Name != rotationName || c.ObservedGeneration != iss.Generation {
+			return false, fmt.Sprintf("condition %+v, status %+v", c, st)
+		}
+		last = st.DeepCopy()
+		return cond(st, &rotationCond{Reason: c.Reason, Message: c.Message}), fmt.Sprintf("%s: %s (phase %q, waiting for %v)", c.Reason, c.Message, st.Phase, st.WaitingFor)
+	})
+	return last
+}
+
+// relayctl runs relayctl with the management cluster's kubeconfig and
+// returns its output; a non-zero exit fails t.
+func (e *env) relayctl(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := e.relayctlResult(t, name, append(args, "--mgmt-kubeconfig="+e.in.Mgmt.AdminKubeconfig())...)
+	if err != nil {
+		t.Fatalf("relayctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *env) relayctlResult(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	p, err := harness.StartProc("relayctl-"+name, e.in.LogDir, bins.Relayctl, args, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-t.Context().Done():
+		_ = p.Stop(5 * time.Second)
+		t.Fatal(t.Context().Err())
+	}
+	_, err = p.Exited()
+	return strings.TrimSpace(string(readFile(t, p.LogPath))), err
+}
+
+// checkSays runs relayctl check on both clusters and returns the fix of its
+// root-rotation finding, which must name want. A mid-rotation setup is not
+// an error.
+func (e *env) checkSays(t *testing.T, name, want string) string {
+	t.Helper()
+	out, err := e.relayctlResult(t, name, "check", "--mgmt-kubeconfig="+e.in.Mgmt.AdminKubeconfig(), "--remote-kubeconfig="+e.in.Workload.AdminKubeconfig())
+	if err != nil {
+		t.Fatalf("relayctl check reports errors mid-rotation (%v):\n%s", err, out)
+	}
+	var fix string
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "root-rotation:") && i+1 < len(lines) {
+			fix = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(lines[i+1]), "fix:"))
+		}
+	}
+	if !strings.Contains(fix, want) {
+		t.Fatalf("relayctl check does not say to place anything in %s:\n%s", want, out)
+	}
+	return fix
+}
+
+func (e *env) renewed(t *testing.T, secret string) harness.Renewed {
+	t.Helper()
+	for _, r := range e.in.Renewed {
+		if r.Secret == secret {
+			return r
+		}
+	}
+	t.Fatalf("mode %s renews no %s", e.mode, secret)
+	return harness.Renewed{}
+}
+
+// bundleHolds waits until ca.crt of the Secret holds exactly want.
+func (e *env) bundleHolds(t *testing.T, phase string, c provider.Cluster, secret string, want []*x509.Certificate) {
+	t.Helper()
+	eventually(t, 2*time.Minute, fmt.Sprintf("%s: %s/%s ca.crt to hold exactly %s", phase, c.Name(), secret, subjects(want)), func(ctx context.Context) (bool, string) {
+		s, err := harness.GetSecret(ctx, c, secret)
+		if err != nil {
+			return false, err.Error()
+		}
+		got, err := pki.DecodeX509CertificateSetBytes(s.Data["ca.crt"])
+		if err != nil {
+			return false, err.Error()
+		}
+		return sameSet(got, want), subjects(got)
+	})
+}
+
+// agentTrusts waits until the agent's projected trust bundle (what its
+// sidecar reads) holds exactly want.
+func (e *env) agentTrusts(t *testing.T, phase string, want []*x509.Certificate) {
+	t.Helper()
+	eventually(t, time.Minute, fmt.Sprintf("%s: the agent's trust bundle file to hold exactly %s", phase, subjects(want)), func(context.Context) (bool, string) {
+		b, err := os.ReadFile(e.in.Agent.Bundle)
+		if err != nil {
+			return false, err.Error()
+		}
+		got, err := pki.DecodeX509CertificateSetBytes(b)
+		if err != nil {
+			return false, err.Error()
+		}
+		return sameSet(got, want), subjects(got)
+	})
+}
+
+func secretCerts(t *testing.T, c provider.Cluster, name string) []*x509.Certificate {
+	t.Helper()
+	s, err := harness.GetSecret(t.Context(), c, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := pki.DecodeX509CertificateSetBytes(s.Data["ca.crt"])
+	if err != nil {
+		t.Fatalf("%s ca.crt: %v", name, err)
+	}
+	return certs
+}
+
+func secretChain(ctx context.Context, c provider.Cluster, name string) []*x509.Certificate {
+	s, err := harness.GetSecret(ctx, c, name)
+	if err != nil {
+		return nil
+	}
+	chain, _ := pki.DecodeX509CertificateChainBytes(s.Data["tls.crt"])
+	return chain
+}
+
+// chainsOnlyTo reports whether the chain's leaf verifies to root and not to
+// old.
+func chainsOnlyTo(chain []*x509.Certificate, root, old *x509.Certificate) bool {
+	return len(chain) > 0 && verifiesTo(chain, root) && !verifiesTo(chain, old)
+}
+
+func verifiesTo(chain []*x509.Certificate, root *x509.Certificate) bool {
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
+}
+
+func clientLifetime(ctx context.Context, c provider.Cluster) time.Duration {
+	chain := secretChain(ctx, c, harness.ClientSecret)
+	if len(chain) == 0 {
+		return 0
+	}
+	return chain[0].NotAfter.Sub(chain[0].NotBefore)
+}
+
+func sameSet(a, b []*x509.Certificate) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.ContainsFunc(b, func(y *x509.Certificate) bool { return bytes.Equal(x.Raw, y.Raw) }) {
+			return false
+		}
+	}
+	return true
+}
+
+func subjects(cs []*x509.Certificate) string {
+	var s []string
+	for _, c := range cs {
+		s = append(s, fmt.Sprintf("%q (%s)", c.Subject.CommonName, short(signer.Fingerprint(c))))
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+func short(fp string) string {
+	if len(fp) > 12 {
+		return fp[:12]
+	}
+	return fp
+}
+
+func pemOf(c *x509.Certificate) []byte {
+	return signer.EncodeCerts([]*x509.Certificate{c})
+}
