@@ -268,7 +268,9 @@ func (e *env) relayctlResult(t *testing.T, name string, args ...string) (string,
 // an error.
 func (e *env) checkSays(t *testing.T, name, want string) string {
 	t.Helper()
-	out, err := e.relayctlResult(t, name, "check", "--mgmt-kubeconfig="+e.in.Mgmt.AdminKubeconfig(), "--remote-kubeconfig="+e.in.Workload.AdminKubeconfig())
+	// The suite's certificates live 1h (renewEvery needs it); check's default
+	// minimum is a day.
+	out, err := e.relayctlResult(t, name, "check", "--min-lifetime=1h", "--mgmt-kubeconfig="+e.in.Mgmt.AdminKubeconfig(), "--remote-kubeconfig="+e.in.Workload.AdminKubeconfig())
 	if err != nil {
 		t.Fatalf("relayctl check reports errors mid-rotation (%v):\n%s", err, out)
 	}
