@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/e2e/faultproxy"
 	"github.com/relaytls/relaytls/e2e/harness"
 	"github.com/relaytls/relaytls/e2e/provider"
 	"github.com/relaytls/relaytls/internal/testpki"
@@ -53,7 +54,7 @@ func (e *env) rootRotation(t *testing.T) {
 	t.Logf("relayctl rotate-root --phase prepare:\n%s", out)
 	if e.mode.Number == 5 {
 		// relay-issuer waits for the user's new root; check says where.
-		e.waitRotation(t, "the rotation to wait for the user's new root", 30*time.Second, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		e.waitRotation(t, rotationName, "the rotation to wait for the user's new root", 30*time.Second, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
 			return c.Reason == "NewRootPending"
 		})
 		fix := e.checkSays(t, "rotate-check-prepare", relayv1.DefaultNewRootSecretName)
@@ -70,7 +71,7 @@ func (e *env) rootRotation(t *testing.T) {
 			}
 		}
 	}
-	st := e.waitRotation(t, "phase Prepare to be reported with every cluster holding the new root", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+	st := e.waitRotation(t, rotationName, "phase Prepare to be reported with every cluster holding the new root", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
 		return st.Phase == relayv1.RootRotationPrepare && c.Reason == "Prepared"
 	})
 	prepareTook := time.Since(phaseStart)
@@ -102,7 +103,7 @@ func (e *env) rootRotation(t *testing.T) {
 	t.Logf("relayctl rotate-root --phase activate:\n%s", out)
 	if e.mode.Number == 5 {
 		fix := e.checkSays(t, "rotate-check-activate", harness.SigningSecret)
-		if !strings.Contains(fix, harness.ServerSecret) {
+		if !strings.Contains(fix, "Secret "+harness.Namespace+"/"+e.in.ServerSecretName()) {
 			t.Fatalf("relayctl check does not say where the server certificate goes: %s", fix)
 		}
 		t.Logf("relayctl check (activate): %s", fix)
@@ -112,17 +113,17 @@ func (e *env) rootRotation(t *testing.T) {
 		}
 		server := testpki.Issue(t, userRoot, testpki.Options{CommonName: harness.ServerName, DNSNames: []string{harness.ServerName}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 		serverData := map[string][]byte{"tls.crt": server.CertPEM(), "tls.key": server.KeyPEM(t), "ca.crt": userRoot.CertPEM()}
-		for _, name := range []string{harness.ServerSecret, harness.TelemetrySecret} {
+		for _, name := range []string{e.in.ServerSecretName(), harness.TelemetrySecret} {
 			if err := harness.PutSecret(ctx, mgmt, name, serverData); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	e.waitRotation(t, "phase Activate to be reported", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+	e.waitRotation(t, rotationName, "phase Activate to be reported", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
 		return st.Phase == relayv1.RootRotationActivate
 	})
 	signingTook := time.Since(phaseStart)
-	e.waitRotation(t, "every cluster to hold a certificate under the new root", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+	e.waitRotation(t, rotationName, "every cluster to hold a certificate under the new root", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
 		return st.Phase == relayv1.RootRotationActivate && len(st.WaitingFor) == 0
 	})
 	activateTook := time.Since(phaseStart)
@@ -156,7 +157,7 @@ func (e *env) rootRotation(t *testing.T) {
 	}
 	out = e.relayctl(t, "rotate-root-retire", "rotate-root", "--phase=retire")
 	t.Logf("relayctl rotate-root --phase retire:\n%s", out)
-	e.waitRotation(t, "phase Retire to be reported", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+	e.waitRotation(t, rotationName, "phase Retire to be reported", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
 		return st.Phase == relayv1.RootRotationRetire && c.Reason == "Retired"
 	})
 	retireMgmtTook := time.Since(phaseStart)
@@ -189,8 +190,8 @@ func (e *env) rootRotation(t *testing.T) {
 	if chain := secretChain(ctx, wl, harness.ClientSecret); !chainsOnlyTo(chain, newRoot, oldRoot) {
 		t.Fatal("the client certificate does not chain to the new root only")
 	}
-	if chain := secretChain(ctx, mgmt, harness.ServerSecret); !chainsOnlyTo(chain, newRoot, oldRoot) {
-		t.Fatalf("Secret %s does not chain to the new root only", harness.ServerSecret)
+	if chain := secretChain(ctx, mgmt, e.in.ServerSecretName()); !chainsOnlyTo(chain, newRoot, oldRoot) {
+		t.Fatalf("Secret %s does not chain to the new root only", e.in.ServerSecretName())
 	}
 	e.heartbeatsAdvance(20, "after retire")
 	total := time.Since(start)
@@ -215,9 +216,9 @@ func (e *env) rootRotation(t *testing.T) {
 type rotationCond struct{ Reason, Message string }
 
 // waitRotation waits until cond holds for the management issuer's
-// status.rootRotation and RootRotation condition, at the issuer's
-// generation.
-func (e *env) waitRotation(t *testing.T, what string, timeout time.Duration, cond func(*relayv1.RootRotationStatus, *rotationCond) bool) *relayv1.RootRotationStatus {
+// status.rootRotation of the named rotation and its RootRotation condition,
+// at the issuer's generation.
+func (e *env) waitRotation(t *testing.T, name, what string, timeout time.Duration, cond func(*relayv1.RootRotationStatus, *rotationCond) bool) *relayv1.RootRotationStatus {
 	t.Helper()
 	var last *relayv1.RootRotationStatus
 	eventually(t, timeout, what, func(ctx context.Context) (bool, string) {
@@ -227,7 +228,7 @@ func (e *env) waitRotation(t *testing.T, what string, timeout time.Duration, con
 		}
 		c := meta.FindStatusCondition(iss.Status.Conditions, relayv1.IssuerConditionRootRotation)
 		st := iss.Status.RootRotation
-		if c == nil || st == nil || st.Name != rotationName || c.ObservedGeneration != iss.Generation {
+		if c == nil || st == nil || st.Name != name || c.ObservedGeneration != iss.Generation {
 			return false, fmt.Sprintf("condition %+v, status %+v", c, st)
 		}
 		last = st.DeepCopy()
@@ -422,4 +423,166 @@ func short(fp string) string {
 
 func pemOf(c *x509.Certificate) []byte {
 	return signer.EncodeCerts([]*x509.Certificate{c})
+}
+
+// offlineCluster runs a second root rotation while the workload cluster is
+// offline for issuance (its relay-issuer stopped) for the whole of prepare:
+// the rotation waits at prepare naming it, activate is refused naming it,
+// and once the cluster is back `relayctl register --secrets-only` (the
+// documented recovery) places the rotation's trust bundle and renews its
+// client certificate, after which the rotation finishes. The relay stream
+// runs throughout.
+func (e *env) offlineCluster(t *testing.T) {
+	ctx := t.Context()
+	mgmt, wl := e.in.Mgmt, e.in.Workload
+	const name = "e2e-offline"
+	s0, a0 := e.relay.Stats()
+	if err := e.in.StopIssuer(wl); err != nil {
+		t.Fatal(err)
+	}
+	offline := time.Now()
+	e.relayctl(t, "rotate-root-offline-prepare", "rotate-root", "--phase=prepare", "--name="+name)
+	named := func(st *relayv1.RootRotationStatus) bool {
+		return slices.Equal(st.WaitingFor, []string{harness.ClusterName})
+	}
+	e.waitRotation(t, name, "prepare to wait for the offline cluster, naming it", time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationPrepare && c.Reason == "Preparing" && named(st) && strings.Contains(c.Message, harness.ClusterName)
+	})
+	// Offline for a whole phase: three renewal intervals, in which a cluster
+	// that renews would have been given the new root three times.
+	time.Sleep(3 * renewEvery)
+	out, err := e.relayctlResult(t, "rotate-root-offline-activate", "rotate-root", "--phase=activate", "--mgmt-kubeconfig="+mgmt.AdminKubeconfig())
+	if err == nil || !strings.Contains(out, "ActivateBlocked") || !strings.Contains(out, harness.ClusterName) {
+		t.Fatalf("activate with an offline cluster: want a refusal naming %s, got (%v):\n%s", harness.ClusterName, err, out)
+	}
+	t.Logf("activate refused while %s was offline:\n%s", harness.ClusterName, out)
+	st := e.waitRotation(t, name, "activate to stay blocked on the offline cluster", time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return c.Reason == "ActivateBlocked" && named(st)
+	})
+	newRoot := st.NewRoot
+
+	// The cluster comes back; the documented recovery command.
+	if err := e.in.StartWorkloadIssuer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	out, err = e.relayctlResult(t, "register-offline-recovery", "register", "--cluster="+harness.ClusterName, "--secrets-only",
+		"--mgmt-kubeconfig="+mgmt.AdminKubeconfig(), "--remote-kubeconfig="+wl.AdminKubeconfig())
+	if err != nil {
+		t.Fatalf("relayctl register --secrets-only: %v\n%s", err, out)
+	}
+	// The renewal is asked for, or already under way (cert-manager started
+	// it while the cluster's issuer was down; it completes now).
+	renewing := strings.Contains(out, "asked Certificate") || strings.Contains(out, "is already being issued")
+	if !strings.Contains(out, `copied the trust bundle of root rotation "`+name+`"`) || !renewing {
+		t.Fatalf("relayctl register --secrets-only did not place the rotation's bundle and renew:\n%s", out)
+	}
+	t.Logf("relayctl register --secrets-only:\n%s", out)
+	eventually(t, 2*time.Minute, "the returning cluster to record the new root", func(ctx context.Context) (bool, string) {
+		var rc relayv1.RelayCluster
+		if err := mgmt.Client().Get(ctx, client.ObjectKey{Namespace: harness.Namespace, Name: harness.ClusterName}, &rc); err != nil {
+			return false, err.Error()
+		}
+		return slices.Contains(rc.Status.LastTrustBundle, newRoot), fmt.Sprint(rc.Status.LastTrustBundle)
+	})
+	recovered := time.Since(back)
+	e.waitRotation(t, name, "activate to pass once the cluster is back", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationActivate && len(st.WaitingFor) == 0
+	})
+	e.relayctl(t, "rotate-root-offline-retire", "rotate-root", "--phase=retire")
+	e.waitRotation(t, name, "the second rotation to retire", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationRetire && c.Reason == "Retired"
+	})
+	e.heartbeatsAdvance(20, "after the second rotation")
+	s, a := e.relay.Stats()
+	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
+		t.Fatalf("the stream did not survive: server %+v, agent %+v", s, a)
+	}
+	t.Logf("offline cluster: offline %s, recovered (new root recorded) %s after it came back and relayctl register --secrets-only; whole second rotation %s; stream: %d/%d heartbeats, 0 gaps, 0 breaks",
+		back.Sub(offline).Round(10*time.Millisecond), recovered.Round(10*time.Millisecond), time.Since(offline).Round(10*time.Millisecond), a.Received-a0.Received, s.Received-s0.Received)
+}
+
+// endpointDown runs a third root rotation with the issuance endpoint out of
+// the workload cluster's reach through activate: the workload's remote
+// issuer reaches the endpoint through a fault proxy that resets every
+// connection. The management side activates (the signing CA and the server
+// certificate move to the new root), the client cannot renew, so the
+// rotation waits at activate naming the cluster and retire is refused; once
+// the endpoint is back the client renews under the new root and the
+// rotation finishes. The relay stream runs throughout.
+func (e *env) endpointDown(t *testing.T) {
+	ctx := t.Context()
+	mgmt, wl := e.in.Mgmt, e.in.Workload
+	const name = "e2e-endpoint-down"
+	proxy, err := faultproxy.New("127.0.0.1:0", e.in.IssuanceAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	setEndpoint := func(addr string) {
+		t.Helper()
+		var iss relayv1.RelayIssuer
+		if err := wl.Client().Get(ctx, client.ObjectKey{Namespace: harness.Namespace, Name: "relay"}, &iss); err != nil {
+			t.Fatal(err)
+		}
+		base := iss.DeepCopy()
+		iss.Spec.Remote.Endpoint = addr
+		if err := wl.Client().Patch(ctx, &iss, client.MergeFrom(base)); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.WaitIssuerReady(ctx, wl, "relay", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setEndpoint(proxy.Addr())
+	defer setEndpoint(e.in.IssuanceAddr)
+	s0, a0 := e.relay.Stats()
+	start := time.Now()
+	e.relayctl(t, "rotate-root-down-prepare", "rotate-root", "--phase=prepare", "--name="+name)
+	e.waitRotation(t, name, "prepare through the proxy", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationPrepare && c.Reason == "Prepared"
+	})
+
+	failures0, _ := harness.Metric(ctx, e.relay.AgentHealth, "relay_sidecar_handshake_failures_total")
+	proxy.SetMode(faultproxy.Reset)
+	down := time.Now()
+	e.relayctl(t, "rotate-root-down-activate", "rotate-root", "--phase=activate")
+	e.waitRotation(t, name, "activate to wait for the cluster that cannot reach the endpoint, naming it", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationActivate && slices.Equal(st.WaitingFor, []string{harness.ClusterName})
+	})
+	time.Sleep(3 * renewEvery) // down for three renewal intervals
+	out, err := e.relayctlResult(t, "rotate-root-down-retire-refused", "rotate-root", "--phase=retire", "--mgmt-kubeconfig="+mgmt.AdminKubeconfig())
+	if err == nil || !strings.Contains(out, harness.ClusterName) {
+		t.Fatalf("retire while the cluster cannot renew: want a refusal naming %s, got (%v):\n%s", harness.ClusterName, err, out)
+	}
+	t.Logf("retire refused while the endpoint was down:\n%s", out)
+	// Nothing broke: the stream goes on, new handshakes verify both ways
+	// (the agent still presents its old-root client certificate, the server
+	// its new-root one).
+	e.heartbeatsAdvance(20, "while the endpoint is down")
+	e.metricAtLeast(e.relay.ServerHealth, "relay_sidecar_handshakes_total", 1)
+	if _, err := harness.ServedServerCert(ctx, e.relay.ServerAddr, e.in.Agent.Bundle); err != nil {
+		t.Fatalf("a new handshake while the endpoint is down: %v", err)
+	}
+	if n, _ := harness.Metric(ctx, e.relay.AgentHealth, "relay_sidecar_handshake_failures_total"); n != failures0 {
+		t.Fatalf("the agent counted %v handshake failures while the endpoint was down", n-failures0)
+	}
+
+	proxy.SetMode(faultproxy.Pass)
+	up := time.Now()
+	e.waitRotation(t, name, "every cluster to move to the new root once the endpoint is back", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationActivate && len(st.WaitingFor) == 0
+	})
+	caughtUp := time.Since(up)
+	e.relayctl(t, "rotate-root-down-retire", "rotate-root", "--phase=retire")
+	e.waitRotation(t, name, "the third rotation to retire", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationRetire && c.Reason == "Retired"
+	})
+	e.heartbeatsAdvance(20, "after the third rotation")
+	s, a := e.relay.Stats()
+	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
+		t.Fatalf("the stream did not survive: server %+v, agent %+v", s, a)
+	}
+	t.Logf("endpoint down during activate: down %s; the client moved to the new root %s after the endpoint came back; whole rotation %s; stream: %d/%d heartbeats, 0 gaps, 0 breaks",
+		up.Sub(down).Round(10*time.Millisecond), caughtUp.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond), a.Received-a0.Received, s.Received-s0.Received)
 }
