@@ -362,7 +362,7 @@ func (r *RootTrust) sync(ctx context.Context, iss relayv1.RelayIssuerObject, ns 
 		}
 		if len(lacking) > 0 {
 			st.WaitingFor = lacking
-			st.Message = fmt.Sprintf("activation refused: cluster(s) %s have not been given the new root %s (the ca.crt of their last certificate lacks it); they get it at their next renewal, or revoke a cluster that is gone",
+			st.Message = fmt.Sprintf("activation refused: cluster(s) %s have not been given the new root %s (the ca.crt of their last certificate lacks it); they get it at their next renewal (relayctl register --cluster NAME --secrets-only renews one now), or revoke a cluster that is gone",
 				strings.Join(lacking, ", "), short(st.NewRoot))
 			return outcome{bundle: bundle, status: st, requeue: true, cond: cond(metav1.ConditionFalse, ReasonActivateBlocked, "root rotation %q: %s", st.Name, st.Message)}, nil
 		}
@@ -403,7 +403,7 @@ func (r *RootTrust) sync(ctx context.Context, iss relayv1.RelayIssuerObject, ns 
 	}
 	if len(old) > 0 {
 		st.WaitingFor = old
-		st.Message = fmt.Sprintf("retire refused: cluster(s) %s still hold a live certificate that chains to the old root (issued before the activation at %s); they move at their next renewal, or revoke a cluster that is gone",
+		st.Message = fmt.Sprintf("retire refused: cluster(s) %s still hold a live certificate that chains to the old root (issued before the activation at %s); they move at their next renewal (relayctl register --cluster NAME --secrets-only renews one now), or revoke a cluster that is gone",
 			strings.Join(old, ", "), st.ActivatedAt.UTC().Format(time.RFC3339))
 		return outcome{bundle: bundle, status: st, requeue: true, cond: cond(metav1.ConditionFalse, ReasonRetireBlocked, "root rotation %q: %s", st.Name, st.Message)}, nil
 	}
