@@ -478,6 +478,9 @@ func (e *env) offlineCluster(t *testing.T) {
 		t.Fatalf("relayctl register --secrets-only did not place the rotation's bundle and renew:\n%s", out)
 	}
 	t.Logf("relayctl register --secrets-only:\n%s", out)
+	// The cluster holds the rotation's bundle (old and new root), as its
+	// agent must to verify the server in every phase.
+	e.bundleHolds(t, "after the recovery", wl, harness.RootSecret, secretCerts(t, mgmt, harness.TrustBundle))
 	eventually(t, 2*time.Minute, "the returning cluster to record the new root", func(ctx context.Context) (bool, string) {
 		var rc relayv1.RelayCluster
 		if err := mgmt.Client().Get(ctx, client.ObjectKey{Namespace: harness.Namespace, Name: harness.ClusterName}, &rc); err != nil {
