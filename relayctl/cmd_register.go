@@ -97,7 +97,7 @@ certificate is Ready, explaining a failure from the conditions it saw.`,
 	f.DurationVar(&o.RenewBefore, "renew-before", 0, "renew the client certificate this long before it expires (default: the profile's 240h)")
 	f.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long to wait for the client certificate")
 	f.BoolVar(&dryRun, "dry-run", false, "print the workload objects instead of writing them; the token Secret is never printed")
-	f.BoolVar(&secretsOnly, "secrets-only", false, "only copy ca.crt of the root and the token to the workload cluster (for GitOps installs of the rest)")
+	f.BoolVar(&secretsOnly, "secrets-only", false, "only copy ca.crt of the root (during a root rotation: its trust bundle, and the client certificate is asked to renew now) and the token to the workload cluster (for GitOps installs of the rest, and to bring a cluster that was offline back into a root rotation)")
 	out = addOutput(cmd, "with --dry-run: the format of the printed objects", "yaml", "json", "jsonpath")
 	return cmd
 }

@@ -359,7 +359,7 @@ func (in *Installation) userSecrets(ctx context.Context) error {
 		serverData := map[string][]byte{"tls.crt": server.CertPEM(), "tls.key": server.KeyPEM(t), "ca.crt": root.CertPEM()}
 		puts = append(puts,
 			secretPut{in.Mgmt, relayv1.DefaultSigningSecretName, map[string][]byte{"tls.crt": inter.CertPEM(), "tls.key": inter.KeyPEM(t), "ca.crt": root.CertPEM()}},
-			secretPut{in.Mgmt, relayv1.ServerSecretName, serverData},
+			secretPut{in.Mgmt, relayv1.CustomServerSecretName, serverData},
 			secretPut{in.Mgmt, TelemetrySecret, serverData},
 			secretPut{in.Mgmt, relayv1.DefaultTokenSecretName, map[string][]byte{"token": NewToken()}})
 	case 6:
@@ -514,7 +514,7 @@ func (in *Installation) startIssuer(ctx context.Context, c provider.Cluster, iss
 	}
 	name := "relay-issuer-" + c.Name()
 	if issuance {
-		dir, err := in.Mount(ctx, c, relayv1.ServerSecretName, "issuer-serving", "tls.crt", "tls.key")
+		dir, err := in.Mount(ctx, c, in.ServerSecretName(), "issuer-serving", "tls.crt", "tls.key")
 		if err != nil {
 			return err
 		}
@@ -569,10 +569,7 @@ func (in *Installation) project(ctx context.Context) error {
 	if m == 1 {
 		return nil
 	}
-	serverSecret := relayv1.ServerSecretName
-	if m == 3 || m == 6 {
-		serverSecret = relayv1.CustomServerSecretName
-	}
+	serverSecret := in.ServerSecretName()
 	var errs []error
 	add := func(dst *Mounts, c provider.Cluster, secret, name, key string, set func(*Mounts, string)) {
 		keys := []string{key}
@@ -674,4 +671,34 @@ func WaitCertificateReady(ctx context.Context, c provider.Cluster, name string, 
 		return fmt.Errorf("%s: Certificate %s not Ready (%s): %w", c.Name(), name, last, err)
 	}
 	return nil
+}
+
+// StopIssuer stops relay-issuer of c: the cluster's certificates are no
+// longer signed (a workload cluster that is offline for issuance).
+func (in *Installation) StopIssuer(c provider.Cluster) error {
+	name := "relay-issuer-" + c.Name()
+	for i, p := range in.Procs {
+		if p.Name == name {
+			in.Procs = slices.Delete(in.Procs, i, i+1)
+			return p.Stop(10 * time.Second)
+		}
+	}
+	return fmt.Errorf("%s: relay-issuer is not running", c.Name())
+}
+
+// StartWorkloadIssuer starts relay-issuer of the workload cluster again.
+func (in *Installation) StartWorkloadIssuer(ctx context.Context) error {
+	return in.startIssuer(ctx, in.Workload, false)
+}
+
+// ServerSecretName is the Secret the relay server certificate is in: the
+// user's relay-server-tls-secret-custom in the bring-your-own modes (3, 5,
+// 6, as their profiles' relaytls-config says), relay-server-tls-secret
+// (cert-manager's) otherwise.
+func (in *Installation) ServerSecretName() string {
+	switch in.Mode.Number {
+	case 3, 5, 6:
+		return relayv1.CustomServerSecretName
+	}
+	return relayv1.ServerSecretName
 }

@@ -65,10 +65,14 @@ func TestModes(t *testing.T) {
 				t.Run("a workload cluster with the wrong token never gets a certificate", e.wrongTokenEnrollment)
 				t.Run("a client certificate from another CA is refused", e.otherCAClient)
 				t.Run("a network cut is survived by resuming the tunnel", e.networkCut)
+				t.Run("a full root rotation with relayctl rotate-root keeps the stream", e.rootRotation)
+				t.Run("a workload cluster offline through prepare holds activate back and recovers with relayctl register --secrets-only", e.offlineCluster)
+				t.Run("an issuance endpoint that is down during activate delays the rotation and breaks nothing", e.endpointDown)
 			case 5:
 				t.Run("a garbage CA Secret leaves the stream up and the issuer not Ready, then it recovers", e.garbageCASecret)
 				t.Run("telemetry gateway verified against telemetry-root-secret", e.telemetryGateway)
 				t.Run("an install on the shared root token moves to per-cluster tokens with relayctl migrate-scope", e.scopeMigration)
+				t.Run("a full root rotation with relayctl rotate-root keeps the stream", e.rootRotation)
 			case 6:
 				t.Run("a client certificate from another CA is refused", e.otherCAClient)
 			}

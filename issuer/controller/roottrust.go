@@ -362,7 +362,7 @@ func (r *RootTrust) sync(ctx context.Context, iss relayv1.RelayIssuerObject, ns 
 		}
 		if len(lacking) > 0 {
 			st.WaitingFor = lacking
-			st.Message = fmt.Sprintf("activation refused: cluster(s) %s have not been given the new root %s (the ca.crt of their last certificate lacks it); they get it at their next renewal, or revoke a cluster that is gone",
+			st.Message = fmt.Sprintf("activation refused: cluster(s) %s have not been given the new root %s (the ca.crt of their last certificate lacks it); they get it at their next renewal (relayctl register --cluster NAME --secrets-only renews one now), or revoke a cluster that is gone",
 				strings.Join(lacking, ", "), short(st.NewRoot))
 			return outcome{bundle: bundle, status: st, requeue: true, cond: cond(metav1.ConditionFalse, ReasonActivateBlocked, "root rotation %q: %s", st.Name, st.Message)}, nil
 		}
@@ -403,7 +403,7 @@ func (r *RootTrust) sync(ctx context.Context, iss relayv1.RelayIssuerObject, ns 
 	}
 	if len(old) > 0 {
 		st.WaitingFor = old
-		st.Message = fmt.Sprintf("retire refused: cluster(s) %s still hold a live certificate that chains to the old root (issued before the activation at %s); they move at their next renewal, or revoke a cluster that is gone",
+		st.Message = fmt.Sprintf("retire refused: cluster(s) %s still hold a live certificate that chains to the old root (issued before the activation at %s); they move at their next renewal (relayctl register --cluster NAME --secrets-only renews one now), or revoke a cluster that is gone",
 			strings.Join(old, ", "), st.ActivatedAt.UTC().Format(time.RFC3339))
 		return outcome{bundle: bundle, status: st, requeue: true, cond: cond(metav1.ConditionFalse, ReasonRetireBlocked, "root rotation %q: %s", st.Name, st.Message)}, nil
 	}
@@ -551,6 +551,13 @@ func (r *RootTrust) ensureNextCertificate(ctx context.Context, iss relayv1.Relay
 	if !apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("reading Certificate %s/%s: %w", ns, name, err)
 	}
+	// Requests left by an earlier rotation's Certificate of this name (the
+	// garbage collector removes them only eventually, or never where none
+	// runs) carry the names cert-manager gives the new one's requests
+	// (<name>-<revision>), which it then cannot create.
+	if err := r.deleteRequestsOf(ctx, ns, name, ""); err != nil {
+		return "", err
+	}
 	var root cmapi.Certificate
 	rootName := rootSec.Annotations[certificateNameAnnotation]
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: rootName}, &root); err != nil {
@@ -578,7 +585,8 @@ func (r *RootTrust) ensureNextCertificate(ctx context.Context, iss relayv1.Relay
 	return fmt.Sprintf("created Certificate %s/%s (a copy of %s) to make the new root in Secret %s", ns, name, rootName, secretName), nil
 }
 
-// cleanupNext deletes the new root's Certificate and Secret, once the root
+// cleanupNext deletes the new root's Certificate, its CertificateRequests and
+// its Secret, once the root
 // Secret holds the new root (or the rotation was dropped before it
 // activated).
 func (r *RootTrust) cleanupNext(ctx context.Context, ns string, rootSec *corev1.Secret, st *relayv1.RootRotationStatus) error {
@@ -600,9 +608,35 @@ func (r *RootTrust) cleanupNext(ctx context.Context, ns string, rootSec *corev1.
 	if err := r.Client.Delete(ctx, &crt); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting Certificate %s/%s: %w", ns, name, err)
 	}
+	if err := r.deleteRequestsOf(ctx, ns, name, crt.UID); err != nil {
+		return err
+	}
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: crt.Spec.SecretName}}
 	if err := r.Client.Delete(ctx, sec); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting Secret %s/%s: %w", ns, sec.Name, err)
+	}
+	return nil
+}
+
+// deleteRequestsOf deletes the CertificateRequests cert-manager made for the
+// Certificate called name: those it owns (uid), or with uid empty every one
+// that names it, when the Certificate no longer exists.
+func (r *RootTrust) deleteRequestsOf(ctx context.Context, ns, name string, uid types.UID) error {
+	var l cmapi.CertificateRequestList
+	if err := r.APIReader.List(ctx, &l, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing CertificateRequests in %s: %w", ns, err)
+	}
+	for i := range l.Items {
+		cr := &l.Items[i]
+		if cr.Annotations[cmapi.CertificateNameKey] != name {
+			continue
+		}
+		if uid != "" && !slices.ContainsFunc(cr.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == uid }) {
+			continue
+		}
+		if err := r.Client.Delete(ctx, cr); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting CertificateRequest %s/%s of the new root's Certificate %s: %w", ns, cr.Name, name, err)
+		}
 	}
 	return nil
 }

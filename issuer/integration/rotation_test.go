@@ -351,6 +351,30 @@ func TestRootRotationSelfSigned(t *testing.T) {
 		})
 		r.ready()
 	})
+
+	t.Run("a second rotation makes a new root again: the first one's requests are gone", func(t *testing.T) {
+		// No garbage collector runs here, so only relay-issuer can have
+		// removed relaytls-root-next's CertificateRequests; a leftover
+		// relaytls-root-next-1 would block the new Certificate's first one.
+		var crs cmapi.CertificateRequestList
+		if err := c.Client.List(t.Context(), &crs, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		for _, cr := range crs.Items {
+			if cr.Annotations[cmapi.CertificateNameKey] == "relaytls-root-next" {
+				t.Fatalf("CertificateRequest %s of the first rotation's new root is left after retire", cr.Name)
+			}
+		}
+		first := r.secretCerts("relay-root-tls-secret", "ca.crt")
+		r.setRotation(&relayv1.RootRotation{Name: "r2", Phase: relayv1.RootRotationPrepare})
+		waitCertificate(t, c, "relaytls-root-next")
+		iss := r.waitPhase(controller.ReasonPreparing, "east", "west")
+		next := r.secretCerts(relayv1.DefaultNewRootSecretName, "ca.crt")[0]
+		if next.Equal(newRoot) || next.Equal(oldRoot) || iss.Status.RootRotation.NewRoot != signer.Fingerprint(next) {
+			t.Fatalf("the second rotation's new root is not a new certificate (status newRoot %s)", iss.Status.RootRotation.NewRoot)
+		}
+		r.waitBundle(relayv1.DefaultTrustBundleSecretName, append(first, next)...)
+	})
 }
 
 // TestRootRotationBringYourOwn rotates a bring-your-own root: a garbled new

@@ -10,8 +10,10 @@ package check
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -70,6 +72,23 @@ type Side struct {
 	Token []byte
 	// TokenSecret is namespace/name of the token Secret.
 	TokenSecret string
+	// Rotation is set on the management side while a root rotation is
+	// declared or on record on its CA-mode issuer.
+	Rotation *Rotation
+}
+
+// Rotation is what a management cluster holds during a root rotation: the
+// trust bundle relay-issuer publishes (which the server verifies clients
+// against and which renewals return) and the fingerprints of the roots being
+// rotated, old and new.
+type Rotation struct {
+	// BundleSecret is namespace/name of the trust bundle Secret; Bundle its
+	// ca.crt.
+	BundleSecret string
+	Bundle       []*x509.Certificate
+	// Roots are the SHA-256 fingerprints (hex, of the DER) of the old roots
+	// and the new root (status.rootRotation).
+	Roots []string
 }
 
 // Input is a whole setup.
@@ -130,6 +149,17 @@ func Evaluate(in Input) *Report {
 		in.MinLifetime = time.Hour
 	}
 	m, w := in.Management, in.Workload
+	// What the management side trusts: its root Secret, and while a root
+	// rotation runs the trust bundle too (old and new root).
+	var mRoots []*x509.Certificate
+	mRootSecret := ""
+	if m != nil {
+		mRoots, mRootSecret = m.Root, m.RootSecret
+		if m.Rotation != nil && len(m.Rotation.Bundle) > 0 {
+			mRoots = union(m.Root, m.Rotation.Bundle)
+			mRootSecret = m.RootSecret + " and " + m.Rotation.BundleSecret
+		}
+	}
 
 	if m != nil && m.Server != nil {
 		leaf := m.Server.Leaf()
@@ -146,13 +176,13 @@ func Evaluate(in Input) *Report {
 				r.Passed = append(r.Passed, fmt.Sprintf("server-san: %s names %s", m.Server.Secret, host))
 			}
 		}
-		if len(m.Root) > 0 {
-			verify(r, add, "chain", m.Server, m.Root, m.RootSecret, x509.ExtKeyUsageServerAuth,
+		if len(mRoots) > 0 {
+			verify(r, add, "chain", m.Server, mRoots, mRootSecret, x509.ExtKeyUsageServerAuth,
 				"reissue the server certificate from the root in "+m.RootSecret+", or put the root that signed it in "+m.RootSecret+" ca.crt")
 		}
 	}
-	if m != nil && m.Signing != nil && len(m.Root) > 0 {
-		verify(r, add, "chain", m.Signing, m.Root, m.RootSecret, x509.ExtKeyUsageAny,
+	if m != nil && m.Signing != nil && len(mRoots) > 0 {
+		verify(r, add, "chain", m.Signing, mRoots, mRootSecret, x509.ExtKeyUsageAny,
 			"the intermediate in "+m.Signing.Secret+" must be signed by the root in "+m.RootSecret)
 	}
 	if w != nil && w.Client != nil {
@@ -167,8 +197,8 @@ func Evaluate(in Input) *Report {
 			}
 		}
 		roots, rootSecret := w.Root, w.RootSecret
-		if m != nil && len(m.Root) > 0 {
-			roots, rootSecret = m.Root, m.RootSecret // the server verifies clients against its root
+		if m != nil && len(mRoots) > 0 {
+			roots, rootSecret = mRoots, mRootSecret // the server verifies clients against its root (and the rotation bundle)
 		}
 		if len(roots) > 0 {
 			verify(r, add, "chain", w.Client, roots, rootSecret, x509.ExtKeyUsageClientAuth,
@@ -176,12 +206,25 @@ func Evaluate(in Input) *Report {
 		}
 	}
 	if m != nil && w != nil && len(m.Root) > 0 && len(w.Root) > 0 {
-		if !sameCerts(m.Root, w.Root) {
+		rot := m.Rotation
+		if rot != nil && len(rot.Bundle) == 0 {
+			rot = nil // not published yet: the root Secret is the bundle
+		}
+		switch {
+		case rot == nil && sameCerts(m.Root, w.Root):
+			r.Passed = append(r.Passed, fmt.Sprintf("bundle: %s matches %s", w.RootSecret, m.RootSecret))
+		case rot != nil && sameCerts(rot.Bundle, w.Root):
+			r.Passed = append(r.Passed, fmt.Sprintf("bundle: %s matches the root rotation's trust bundle %s (%s)", w.RootSecret, rot.BundleSecret, subjects(w.Root)))
+		case rot != nil && rotationRootsOnly(w.Root, union(m.Root, rot.Bundle), rot.Roots):
+			// Between two phases: the workload cluster gets the current
+			// bundle with its next renewal.
+			add(Warning, "bundle",
+				"nothing to do if the cluster renews: its remote issuer writes the bundle its next renewal returns; `relayctl status` shows what each cluster was last given, and `relayctl register --secrets-only` places the current bundle now",
+				"the workload trust bundle %s (%s) is not yet the root rotation's trust bundle %s (%s)", w.RootSecret, subjects(w.Root), rot.BundleSecret, subjects(rot.Bundle))
+		default:
 			add(Error, "bundle",
 				"copy the management root's ca.crt to the workload cluster: relayctl register does it (or recreate "+w.RootSecret+" from "+m.RootSecret+" ca.crt)",
 				"the workload trust bundle %s (%s) differs from the management root %s (%s)", w.RootSecret, subjects(w.Root), m.RootSecret, subjects(m.Root))
-		} else {
-			r.Passed = append(r.Passed, fmt.Sprintf("bundle: %s matches %s", w.RootSecret, m.RootSecret))
 		}
 		if m.Server != nil {
 			verify(r, add, "bundle", m.Server, w.Root, w.RootSecret, x509.ExtKeyUsageServerAuth,
@@ -284,6 +327,29 @@ func subjects(cs []*x509.Certificate) string {
 		s = append(s, c.Subject.String())
 	}
 	return strings.Join(s, "; ")
+}
+
+// union is every certificate of a and b, once each.
+func union(a, b []*x509.Certificate) []*x509.Certificate {
+	out := slices.Clone(a)
+	for _, c := range b {
+		if !slices.ContainsFunc(out, func(x *x509.Certificate) bool { return bytes.Equal(x.Raw, c.Raw) }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// rotationRootsOnly reports whether every certificate of bundle is one of
+// known or has one of the fingerprints fps (a root of the rotation).
+func rotationRootsOnly(bundle, known []*x509.Certificate, fps []string) bool {
+	for _, c := range bundle {
+		sum := sha256.Sum256(c.Raw)
+		if !slices.ContainsFunc(known, func(x *x509.Certificate) bool { return bytes.Equal(x.Raw, c.Raw) }) && !slices.Contains(fps, hex.EncodeToString(sum[:])) {
+			return false
+		}
+	}
+	return len(bundle) > 0
 }
 
 func sameCerts(a, b []*x509.Certificate) bool {

@@ -2,7 +2,9 @@ package check
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -128,4 +130,90 @@ func TestEvaluate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEvaluateMidRotation: during a root rotation the workload bundle holds
+// the old and the new root (or still the old one alone, until its next
+// renewal), and certificates may chain to either; none of that is an error.
+// A root foreign to the rotation still is.
+func TestEvaluateMidRotation(t *testing.T) {
+	s := newSetup(t)
+	next := testpki.Root(t, "relay root (next)")
+	nextInter := testpki.Intermediate(t, next, "relay intermediate (next)")
+	both := []*x509.Certificate{s.root.Cert, next.Cert}
+	rotation := func(in *Input) {
+		in.Management.Rotation = &Rotation{BundleSecret: "ns/relay-trust-bundle", Bundle: both,
+			Roots: []string{fingerprint(s.root.Cert), fingerprint(next.Cert)}}
+	}
+	underNew := func(in *Input) {
+		in.Management.Server.Chain = []*x509.Certificate{testpki.Issue(t, next, server("relay.example.com")).Cert}
+		in.Management.Signing.Chain = []*x509.Certificate{nextInter.Cert}
+		c := testpki.Issue(t, nextInter, testpki.Options{CommonName: "east", DNSNames: []string{"east"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		in.Workload.Client.Chain = []*x509.Certificate{c.Cert, nextInter.Cert}
+	}
+	other := testpki.Root(t, "someone else's root")
+	for _, tc := range []struct {
+		name    string
+		mod     func(in *Input)
+		warning string // a bundle warning is wanted
+		err     string // a bundle error is wanted
+	}{
+		{name: "prepare: the workload holds old and new", mod: func(in *Input) { rotation(in); in.Workload.Root = both }},
+		{name: "prepare: the workload has not renewed yet", mod: rotation, warning: "not yet the root rotation's trust bundle"},
+		{name: "activate: every certificate under the new root", mod: func(in *Input) { rotation(in); underNew(in); in.Workload.Root = both }},
+		{name: "retire: the management root moved, the workload not yet", mod: func(in *Input) {
+			rotation(in)
+			underNew(in)
+			in.Management.Root = []*x509.Certificate{next.Cert}
+			in.Management.Rotation.Bundle = []*x509.Certificate{next.Cert}
+			in.Workload.Root = both
+		}, warning: "not yet the root rotation's trust bundle"},
+		{name: "a foreign root in the workload bundle", mod: func(in *Input) {
+			rotation(in)
+			in.Workload.Root = []*x509.Certificate{s.root.Cert, other.Cert}
+		}, err: "differs from the management root"},
+		{name: "without a rotation the new root is foreign", mod: func(in *Input) { in.Workload.Root = both }, err: "differs from the management root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := s.input()
+			tc.mod(&in)
+			r := Evaluate(in)
+			var out bytes.Buffer
+			r.Print(&out)
+			var bundleErr, bundleWarn string
+			for _, f := range r.Findings {
+				switch {
+				case f.Severity == Error && f.Check == "bundle":
+					bundleErr = f.Problem
+				case f.Severity == Error:
+					t.Fatalf("unexpected error finding:\n%s", out.String())
+				case f.Check == "bundle":
+					bundleWarn = f.Problem
+					if f.Fix == "" {
+						t.Errorf("warning without a fix: %+v", f)
+					}
+				}
+			}
+			if tc.err != "" {
+				if !strings.Contains(bundleErr, tc.err) {
+					t.Fatalf("want a bundle error mentioning %q:\n%s", tc.err, out.String())
+				}
+				return
+			}
+			if bundleErr != "" || !r.OK() {
+				t.Fatalf("a mid-rotation setup is reported as an error:\n%s", out.String())
+			}
+			if tc.warning != "" && !strings.Contains(bundleWarn, tc.warning) {
+				t.Fatalf("want a bundle warning mentioning %q:\n%s", tc.warning, out.String())
+			}
+			if tc.warning == "" && bundleWarn != "" {
+				t.Fatalf("unexpected bundle warning:\n%s", out.String())
+			}
+		})
+	}
+}
+
+func fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
 }

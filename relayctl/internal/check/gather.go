@@ -101,6 +101,7 @@ func GatherSide(ctx context.Context, c *kube.Conn, role string, cfg map[string]s
 	}
 	if role == "management" {
 		*problems = append(*problems, rotationFindings(ctx, c, cfg)...)
+		side.Rotation = gatherRotation(ctx, c, bad)
 		if cfg["serverSecret"] != "" {
 			side.Server = readCert(cfg["serverSecret"])
 		}
@@ -185,4 +186,33 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// gatherRotation reads, while a root rotation is declared or on record on a
+// CA-mode RelayIssuer of the namespace, the trust bundle relay-issuer
+// publishes and the rotation's roots. It is nil otherwise.
+func gatherRotation(ctx context.Context, c *kube.Conn, bad func(name, format string, args ...any)) *Rotation {
+	var l relayv1.RelayIssuerList
+	if err := c.Client.List(ctx, &l, client.InNamespace(c.Namespace)); err != nil {
+		return nil
+	}
+	for _, iss := range l.Items {
+		spec, st := iss.Spec.CA, iss.Status.RootRotation
+		if spec == nil || (spec.RootRotation == nil && st == nil) {
+			continue
+		}
+		name := orDefault(spec.TrustBundleSecretName, relayv1.DefaultTrustBundleSecretName)
+		rot := &Rotation{BundleSecret: c.Namespace + "/" + name}
+		if st != nil {
+			rot.Roots = append(append(rot.Roots, st.OldRoots...), st.NewRoot)
+		}
+		s, err := secret(ctx, c, name)
+		if err == nil && s != nil {
+			if rot.Bundle, err = pki.DecodeX509CertificateSetBytes(s.Data["ca.crt"]); err != nil {
+				bad(name, "ca.crt is not PEM certificates: %v", err)
+			}
+		}
+		return rot
+	}
+	return nil
 }

@@ -108,6 +108,11 @@ type Plan struct {
 	record  bool
 	// Namespace of the workload side, for DryRun (empty: the default).
 	Namespace string
+	// Rotation names the root rotation under way on the management issuer
+	// ("" for none); RootCA is then its trust bundle (old and new root), and
+	// CopySecrets asks the cluster's client certificate to renew, so that it
+	// records the bundle at once.
+	Rotation string
 }
 
 func (p *Plan) namespace() string {
@@ -164,6 +169,13 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 	if _, err := check.Roots(root); err != nil {
 		return nil, fmt.Errorf("%s: Secret %s/%s ca.crt is not PEM certificates: %v", mgmt.Name, mgmt.Namespace, rootName, err)
 	}
+	rotation, bundle, err := rotationBundle(ctx, mgmt)
+	if err != nil {
+		return nil, err
+	}
+	if bundle != nil {
+		root = bundle
+	}
 	rawToken, err := get(tokenName, "token", "the relay identity token")
 	if err != nil {
 		return nil, err
@@ -172,7 +184,7 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, mgmt.Namespace, tokenName, err)
 	}
 	rootToken, _ := proof.ParseToken(rawToken)
-	p := &Plan{Mode: mode, RootCA: root, mgmt: mgmt, cluster: o.Cluster}
+	p := &Plan{Mode: mode, RootCA: root, mgmt: mgmt, cluster: o.Cluster, Rotation: rotation}
 	gen := proof.DefaultGeneration
 	var rc relayv1.RelayCluster
 	switch err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: o.Cluster}, &rc); {
@@ -337,12 +349,83 @@ func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.W
 			// The error names the Secret; the apply error never holds its data.
 			return err
 		}
-		if i == 0 {
+		switch {
+		case i == 0 && p.Rotation != "":
+			fmt.Fprintf(progress, "  copied the trust bundle of root rotation %q (ca.crt of %s: the roots being rotated) to Secret %s/%s\n", p.Rotation, relayv1.DefaultTrustBundleSecretName, remote.Namespace, s.Name)
+		case i == 0:
 			fmt.Fprintf(progress, "  copied ca.crt of the management root to Secret %s/%s (nothing else of the root)\n", remote.Namespace, s.Name)
-		} else {
+		default:
 			fmt.Fprintf(progress, "  copied the relay identity token to Secret %s/%s (this cluster's own token, never the root token; value not shown)\n", remote.Namespace, s.Name)
 		}
 	}
+	return p.renewForRotation(ctx, remote, progress)
+}
+
+// rotationBundle returns, while a root rotation is declared or on record on
+// the management RelayIssuer, its name and the trust bundle relay-issuer
+// publishes (old and new root; after retire the new root): the bundle a
+// cluster must hold to verify the endpoint and the server in every phase.
+// Outside a rotation it returns nothing and the root's ca.crt is copied.
+func rotationBundle(ctx context.Context, mgmt *kube.Conn) (string, []byte, error) {
+	var iss relayv1.RelayIssuer
+	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: modes.RelayIssuerName}, &iss); err != nil {
+		return "", nil, nil // no management issuer (BYO tls modes): the root Secret is the bundle
+	}
+	spec, st := iss.Spec.CA, iss.Status.RootRotation
+	if spec == nil || (spec.RootRotation == nil && st == nil) {
+		return "", nil, nil
+	}
+	name := ""
+	switch {
+	case spec.RootRotation != nil:
+		name = spec.RootRotation.Name
+	default:
+		name = st.Name
+	}
+	bundleName := spec.TrustBundleSecretName
+	if bundleName == "" {
+		bundleName = relayv1.DefaultTrustBundleSecretName
+	}
+	var s corev1.Secret
+	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: bundleName}, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", nil, nil // not published yet: the root Secret is the bundle
+		}
+		return "", nil, fmt.Errorf("%s: reading the trust bundle Secret %s/%s: %w", mgmt.Name, mgmt.Namespace, bundleName, err)
+	}
+	if _, err := check.Roots(s.Data["ca.crt"]); err != nil || len(s.Data["ca.crt"]) == 0 {
+		return "", nil, fmt.Errorf("%s: Secret %s/%s ca.crt (root rotation %q's trust bundle) is not PEM certificates: %v; relay-issuer rewrites it, see relayctl status", mgmt.Name, mgmt.Namespace, bundleName, name, err)
+	}
+	return name, s.Data["ca.crt"], nil
+}
+
+// renewForRotation asks cert-manager to issue the workload cluster's client
+// certificate again now, the way cmctl renew does, so that the cluster
+// records the rotation's trust bundle without waiting for its renewal time.
+// A missing Certificate (mode 2, or a GitOps install not synced yet) is
+// skipped.
+func (p *Plan) renewForRotation(ctx context.Context, remote *kube.Conn, progress io.Writer) error {
+	if p.Rotation == "" || !p.Mode.AutoClient {
+		return nil
+	}
+	var crt cmapi.Certificate
+	if err := remote.Client.Get(ctx, client.ObjectKey{Namespace: remote.Namespace, Name: modes.ClientCertificate}, &crt); err != nil {
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return nil
+		}
+		return fmt.Errorf("%s: reading Certificate %s/%s: %w", remote.Name, remote.Namespace, modes.ClientCertificate, err)
+	}
+	if c := apiutil.GetCertificateCondition(&crt, cmapi.CertificateConditionIssuing); c != nil && c.Status == cmmeta.ConditionTrue {
+		fmt.Fprintf(progress, "  Certificate %s/%s is already being issued\n", remote.Namespace, crt.Name)
+		return nil
+	}
+	base := crt.DeepCopy()
+	apiutil.SetCertificateCondition(&crt, crt.Generation, cmapi.CertificateConditionIssuing, cmmeta.ConditionTrue, "ManuallyTriggered",
+		fmt.Sprintf("re-issued by relayctl register: root rotation %q", p.Rotation))
+	if err := remote.Client.Status().Patch(ctx, &crt, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("%s: asking Certificate %s/%s to renew: %w", remote.Name, remote.Namespace, crt.Name, err)
+	}
+	fmt.Fprintf(progress, "  asked Certificate %s/%s to renew now: its renewal returns the rotation's trust bundle and records it on RelayCluster %s\n", remote.Namespace, crt.Name, p.cluster)
 	return nil
 }
 

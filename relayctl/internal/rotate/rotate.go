@@ -90,7 +90,7 @@ func Run(ctx context.Context, c *kube.Conn, o Options, w io.Writer) error {
 		return fmt.Errorf("refused: root rotation %q already reached %s; phases do not go back", name, st.Phase)
 	}
 	if phase == relayv1.RootRotationRetire && st != nil && st.Name == name && st.Phase == relayv1.RootRotationActivate && len(st.WaitingFor) > 0 {
-		return fmt.Errorf("refused: retire would cut off cluster(s) %s, whose live certificates still chain to the old root only; they move at their next renewal (or revoke a cluster that is gone)",
+		return fmt.Errorf("refused: retire would cut off cluster(s) %s, whose live certificates still chain to the old root only; they move at their next renewal (relayctl register --cluster NAME --secrets-only renews one now), or revoke a cluster that is gone",
 			strings.Join(st.WaitingFor, ", "))
 	}
 	rot := &relayv1.RootRotation{Name: name, Phase: phase, NewRootSecretName: o.NewRootSecret}
