@@ -199,6 +199,13 @@ func Metric(ctx context.Context, addr, name string, labels ...string) (float64, 
 	if code != http.StatusOK {
 		return 0, fmt.Errorf("/metrics answered %d", code)
 	}
+	return SumMetric(body, name, labels...), nil
+}
+
+// SumMetric sums the samples of metric name in a Prometheus text
+// exposition whose lines contain every one of labels (e.g. `result="success"`),
+// wherever they stand among the sample's labels.
+func SumMetric(body, name string, labels ...string) float64 {
 	var sum float64
 	for _, line := range strings.Split(body, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
@@ -216,7 +223,7 @@ func Metric(ctx context.Context, addr, name string, labels ...string) (float64, 
 			sum += v
 		}
 	}
-	return sum, nil
+	return sum
 }
 
 // Stats are the latest counters of the sample server and agent.

@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -223,7 +222,7 @@ func revision(ctx context.Context, c provider.Cluster, name string) (int, error)
 
 // sidecarMetric reads one relay-sidecar metric of a deployment's pod through
 // the API server's pod proxy.
-func sidecarMetric(ctx context.Context, c provider.Cluster, app, metric string) (float64, error) {
+func sidecarMetric(ctx context.Context, c provider.Cluster, app, metric string, labels ...string) (float64, error) {
 	cs, err := kubernetes.NewForConfig(c.AdminConfig())
 	if err != nil {
 		return 0, err
@@ -236,15 +235,7 @@ func sidecarMetric(ctx context.Context, c provider.Cluster, app, metric string) 
 	if err != nil {
 		return 0, err
 	}
-	var sum float64
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, metric) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			sum += v
-		}
-	}
-	return sum, nil
+	return harness.SumMetric(string(body), metric, labels...), nil
 }
 
 // modeCase is one relay security mode as the kind suite runs it.
@@ -453,7 +444,7 @@ patches:
 		c   provider.Cluster
 		app string
 	}{{e.mgmt, "relay-server"}, {e.wl, "relay-agent"}} {
-		n, err := sidecarMetric(ctx, d.c, d.app, `relay_sidecar_credential_reloads_total{result="success"`)
+		n, err := sidecarMetric(ctx, d.c, d.app, "relay_sidecar_credential_reloads_total", `result="success"`)
 		if err != nil {
 			t.Fatal(err)
 		}
