@@ -105,6 +105,19 @@ func (e *env) run(t *testing.T, stdin []byte, name string, args ...string) strin
 	return out.String()
 }
 
+// tryK runs kubectl and returns its combined output and error, for the
+// callers that handle a failure themselves.
+func (e *env) tryK(t *testing.T, kctx string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.kubectl, append([]string{"--context", kctx}, args...)...)
+	cmd.Dir = e.root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 func (e *env) k(t *testing.T, kctx string, stdin []byte, args ...string) string {
 	t.Helper()
 	return e.run(t, stdin, e.kubectl, append([]string{"--context", kctx}, args...)...)
@@ -502,7 +515,15 @@ patches:
 		pods := e.k(t, kc, nil, "get", "pods", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}")
 		for _, p := range strings.Fields(pods) {
 			nsName := strings.SplitN(p, "/", 2)
-			out := e.k(t, kc, nil, "-n", nsName[0], "logs", nsName[1], "--all-containers", "--prefix")
+			out, err := e.tryK(t, kc, "-n", nsName[0], "logs", nsName[1], "--all-containers", "--prefix")
+			if err != nil {
+				if strings.Contains(out, "NotFound") {
+					// listed while terminating (the restarted server's old pod) and gone now
+					t.Logf("pod %s went away before its logs were read", p)
+					continue
+				}
+				t.Fatalf("kubectl logs %s: %v\n%s", p, err, out)
+			}
 			f := filepath.Join(e.logDir, kc+"_"+nsName[0]+"_"+nsName[1]+".log")
 			if err := os.WriteFile(f, []byte(out), 0o644); err != nil {
 				t.Fatal(err)
