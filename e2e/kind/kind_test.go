@@ -505,9 +505,15 @@ patches:
 	if err != nil {
 		t.Fatalf("after the server pod restarted the agent did not open a new working stream: before %v, now %v", before, e.stats(t, e.wlCtx, "relay-agent"))
 	}
-	srv := e.stats(t, e.mgmtCtx, "relay-server")
-	if srv["received"] == 0 {
-		t.Errorf("the restarted server received nothing: %v", srv)
+	// The restarted server's counters line comes every 2s: wait for one
+	// that shows the agent's heartbeats arriving.
+	var srv map[string]int64
+	err = wait.PollUntilContextTimeout(ctx, 2*time.Second, 30*time.Second, true, func(context.Context) (bool, error) {
+		srv = e.stats(t, e.mgmtCtx, "relay-server")
+		return srv["received"] > 0, nil
+	})
+	if err != nil {
+		t.Errorf("the restarted server received nothing in 30s: %v", srv)
 	}
 
 	// The secret-leak scan: every pod log of both clusters, Events and conditions.
