@@ -87,10 +87,23 @@ func (s *Signer) conn(issuer types.NamespacedName, spec *relayv1.RemoteIssuerSpe
 		c.cc.Close()
 		delete(st.conns, issuer)
 	}
+	cc, err := dialEndpoint(spec, m, nil)
+	if err != nil {
+		return nil, err
+	}
+	st.conns[issuer] = &remoteConn{key: key, cc: cc}
+	return cc, nil
+}
+
+// dialEndpoint makes the gRPC client of a remote issuer's endpoint, trusting
+// m's roots, presenting certs (none for token calls; the client certificate
+// for renewals by possession).
+func dialEndpoint(spec *relayv1.RemoteIssuerSpec, m *remoteMaterial, certs []tls.Certificate) (*grpc.ClientConn, error) {
 	creds := credentials.NewTLS(&tls.Config{
-		RootCAs:    m.roots,
-		ServerName: serverName(spec),
-		MinVersion: tls.VersionTLS12,
+		RootCAs:      m.roots,
+		ServerName:   serverName(spec),
+		MinVersion:   tls.VersionTLS12,
+		Certificates: certs,
 	})
 	cc, err := grpc.NewClient(spec.Endpoint,
 		grpc.WithTransportCredentials(creds),
@@ -99,7 +112,6 @@ func (s *Signer) conn(issuer types.NamespacedName, spec *relayv1.RemoteIssuerSpe
 	if err != nil {
 		return nil, fmt.Errorf("issuance endpoint %q: %w", spec.Endpoint, err)
 	}
-	st.conns[issuer] = &remoteConn{key: key, cc: cc}
 	return cc, nil
 }
 

@@ -12,8 +12,6 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	"github.com/cert-manager/issuer-lib/controllers/signer"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -129,17 +127,9 @@ func (s *Signer) possessionConn(issuer types.NamespacedName, spec *relayv1.Remot
 		old.cc.Close()
 		delete(st.conns, issuer)
 	}
-	creds := credentials.NewTLS(&tls.Config{
-		RootCAs:      m.roots,
-		ServerName:   serverName(spec),
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{c.cert},
-	})
-	cc, err := grpc.NewClient(spec.Endpoint,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+	cc, err := dialEndpoint(spec, m, []tls.Certificate{c.cert})
 	if err != nil {
-		return nil, fmt.Errorf("issuance endpoint %q: %w", spec.Endpoint, err)
+		return nil, err
 	}
 	st.conns[issuer] = &remoteConn{key: key, cc: cc}
 	return cc, nil
