@@ -50,16 +50,9 @@ func MigrateScope(ctx context.Context, mgmt *kube.Conn, remotes []*kube.Conn, pr
 	if len(remotes) == 0 {
 		return nil, errors.New("no workload cluster given: pass each one with --remote-context (or --remote-kubeconfig)")
 	}
-	cfg, err := check.Config(ctx, mgmt)
+	_, mode, err := managementConfig(ctx, mgmt)
 	if err != nil {
 		return nil, err
-	}
-	if cfg["role"] != "management" {
-		return nil, fmt.Errorf("%s is installed as a %q cluster, not the management cluster; pass the management cluster's context to --mgmt-context", mgmt.Name, cfg["role"])
-	}
-	mode, err := modes.Parse(cfg["mode"])
-	if err != nil {
-		return nil, fmt.Errorf("%s: relaytls-config: %w", mgmt.Name, err)
 	}
 	if !mode.Token {
 		return nil, fmt.Errorf("mode %s uses no relay identity tokens: there is no token scope to migrate", mode.Name)

@@ -122,18 +122,28 @@ func (p *Plan) namespace() string {
 	return p.Namespace
 }
 
-// Prepare reads the management cluster and builds the plan.
-func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
+// managementConfig reads the management cluster's relaytls-config and its
+// mode, refusing a cluster installed in another role.
+func managementConfig(ctx context.Context, mgmt *kube.Conn) (map[string]string, modes.Mode, error) {
 	cfg, err := check.Config(ctx, mgmt)
 	if err != nil {
-		return nil, err
+		return nil, modes.Mode{}, err
 	}
 	if cfg["role"] != "management" {
-		return nil, fmt.Errorf("%s is installed as a %q cluster, not the management cluster; pass the management cluster's context to --mgmt-context", mgmt.Name, cfg["role"])
+		return nil, modes.Mode{}, fmt.Errorf("%s is installed as a %q cluster, not the management cluster; pass the management cluster's context to --mgmt-context", mgmt.Name, cfg["role"])
 	}
 	mode, err := modes.Parse(cfg["mode"])
 	if err != nil {
-		return nil, fmt.Errorf("%s: relaytls-config: %w", mgmt.Name, err)
+		return nil, modes.Mode{}, fmt.Errorf("%s: relaytls-config: %w", mgmt.Name, err)
+	}
+	return cfg, mode, nil
+}
+
+// Prepare reads the management cluster and builds the plan.
+func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
+	cfg, mode, err := managementConfig(ctx, mgmt)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case mode.Name == "insecure":
