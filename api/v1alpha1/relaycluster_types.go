@@ -56,10 +56,14 @@ type RelayClusterStatus struct {
 	// +optional
 	LastCertificateNotAfter *metav1.Time `json:"lastCertificateNotAfter,omitempty"`
 
-	// lastTrustBundle is what the cluster was last given as its trust
-	// bundle: the SHA-256 fingerprints (hex, of the DER) of the roots in the
-	// ca.crt returned with its last certificate. A root rotation activates
-	// only once every registered cluster's lastTrustBundle holds the new root.
+	// lastTrustBundle is the trust bundle the cluster is known to hold: the
+	// SHA-256 fingerprints (hex, of the DER) of its roots. A request that
+	// came through the issuance endpoint records the bundle the cluster
+	// reported holding when it asked (a bundle sent with a certificate is
+	// held only once the cluster received it, which its next request shows);
+	// any other request records the ca.crt returned with its certificate.
+	// A root rotation activates only once every registered cluster's
+	// lastTrustBundle holds the new root.
 	// +optional
 	LastTrustBundle []string `json:"lastTrustBundle,omitempty"`
 
@@ -106,6 +110,13 @@ const (
 	// "<generation>/<CertificateRequest UID>": which request used the token
 	// of that generation, so a retry of that same request is not refused.
 	TokenUsedByAnnotation = "relaytls.io/token-used-by"
+	// HeldTrustBundleAnnotation, on a CertificateRequest the issuance
+	// endpoint created, lists the SHA-256 fingerprints (hex, comma
+	// separated) of the roots the workload cluster reported holding in its
+	// trust bundle when it asked; the issuer records them as the cluster's
+	// status.lastTrustBundle. The report is the cluster's own claim: a
+	// cluster that misreports harms only its own relay.
+	HeldTrustBundleAnnotation = "relaytls.io/held-trust-bundle"
 )
 
 // +kubebuilder:object:root=true

@@ -354,7 +354,7 @@ func (r *RootTrust) sync(ctx context.Context, iss relayv1.RelayIssuerObject, ns 
 		if want == 1 {
 			if len(lacking) > 0 {
 				st.WaitingFor = lacking
-				st.Message = fmt.Sprintf("the new root %s is in the trust bundle; waiting for cluster(s) %s to receive it with their next renewal", short(st.NewRoot), strings.Join(lacking, ", "))
+				st.Message = fmt.Sprintf("the new root %s is in the trust bundle; waiting for cluster(s) %s to report holding it (a renewal after the one that carries it)", short(st.NewRoot), strings.Join(lacking, ", "))
 				return outcome{bundle: bundle, status: st, requeue: true, cond: cond(metav1.ConditionFalse, ReasonPreparing, "root rotation %q: %s", st.Name, st.Message)}, nil
 			}
 			st.Message = fmt.Sprintf("every registered cluster holds the new root %s; set phase Activate", short(st.NewRoot))
@@ -362,7 +362,7 @@ func (r *RootTrust) sync(ctx context.Context, iss relayv1.RelayIssuerObject, ns 
 		}
 		if len(lacking) > 0 {
 			st.WaitingFor = lacking
-			st.Message = fmt.Sprintf("activation refused: cluster(s) %s have not been given the new root %s (the ca.crt of their last certificate lacks it); they get it at their next renewal (relayctl register --cluster NAME --secrets-only renews one now), or revoke a cluster that is gone",
+			st.Message = fmt.Sprintf("activation refused: cluster(s) %s are not known to hold the new root %s (the trust bundle they last reported lacks it); they get it with their next renewal and report it with the one after (relayctl register --cluster NAME --secrets-only places it and renews now), or revoke a cluster that is gone",
 				strings.Join(lacking, ", "), short(st.NewRoot))
 			return outcome{bundle: bundle, status: st, requeue: true, cond: cond(metav1.ConditionFalse, ReasonActivateBlocked, "root rotation %q: %s", st.Name, st.Message)}, nil
 		}

@@ -251,6 +251,31 @@ type checked struct {
 	// renewalOf and attestation are set once it is verified.
 	possession             bool
 	renewalOf, attestation string
+	// heldBundle is the caller's reported trust bundle, comma separated;
+	// empty when it reported none (an older remote issuer).
+	heldBundle string
+}
+
+// heldBundle checks the reported trust bundle: at most issuance.MaxTrustBundle
+// distinct SHA-256 fingerprints in lowercase hex.
+func heldBundle(fps []string) (string, error) {
+	if len(fps) > issuance.MaxTrustBundle {
+		return "", issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidTrustBundle,
+			fmt.Sprintf("trustBundle lists %d roots; at most %d are accepted", len(fps), issuance.MaxTrustBundle))
+	}
+	seen := make(map[string]bool, len(fps))
+	for i, fp := range fps {
+		if len(fp) != 64 || strings.Trim(fp, "0123456789abcdef") != "" {
+			return "", issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidTrustBundle,
+				fmt.Sprintf("trustBundle[%d] is not a SHA-256 fingerprint (64 lowercase hex digits)", i))
+		}
+		if seen[fp] {
+			return "", issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidTrustBundle,
+				fmt.Sprintf("trustBundle[%d] repeats an earlier root", i))
+		}
+		seen[fp] = true
+	}
+	return strings.Join(fps, ","), nil
 }
 
 // validate checks a request's shape; the issuer checks what it means.
@@ -282,6 +307,9 @@ func (s *Server) validate(req *issuance.SignRequest, possession bool) (*checked,
 	c.usages = make([]cmapi.KeyUsage, 0, len(req.Usages))
 	for _, u := range req.Usages {
 		c.usages = append(c.usages, cmapi.KeyUsage(u))
+	}
+	if c.heldBundle, err = heldBundle(req.TrustBundle); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -397,6 +425,9 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 		cr.Annotations[relayv1.RenewalAttestationAnnotation] = c.attestation
 	} else {
 		cr.Annotations[relayv1.IdentityProofAnnotation] = req.Proof
+	}
+	if c.heldBundle != "" {
+		cr.Annotations[relayv1.HeldTrustBundleAnnotation] = c.heldBundle
 	}
 	if c.duration > 0 {
 		cr.Spec.Duration = &metav1.Duration{Duration: c.duration}

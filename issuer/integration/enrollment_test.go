@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +36,7 @@ import (
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/issuer/issuance"
 	"github.com/relaytls/relaytls/issuer/policy"
+	"github.com/relaytls/relaytls/issuer/signer"
 )
 
 const serverName = "relay.mgmt.test"
@@ -398,6 +400,15 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		badName.Cluster = "Not_A_Label"
 		noProof := goodRequest(t, "cluster-9")
 		noProof.Proof = ""
+		fp := strings.Repeat("ab", 32)
+		tooManyRoots := goodRequest(t, "cluster-9")
+		for i := range issuance.MaxTrustBundle + 1 {
+			tooManyRoots.TrustBundle = append(tooManyRoots.TrustBundle, fmt.Sprintf("%064x", i))
+		}
+		notFingerprint := goodRequest(t, "cluster-9")
+		notFingerprint.TrustBundle = []string{fp, strings.ToUpper(fp)}
+		repeated := goodRequest(t, "cluster-9")
+		repeated.TrustBundle = []string{fp, fp}
 		for _, tc := range []struct {
 			name   string
 			req    *issuance.SignRequest
@@ -408,6 +419,9 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 			{"CSR that does not parse", garbled, codes.InvalidArgument, policy.ReasonInvalidCSR},
 			{"cluster name not a DNS label", badName, codes.InvalidArgument, policy.ReasonInvalidCluster},
 			{"no proof", noProof, codes.InvalidArgument, policy.ReasonMissingIdentityProof},
+			{"trust bundle of more roots than the bound", tooManyRoots, codes.InvalidArgument, policy.ReasonInvalidTrustBundle},
+			{"trust bundle entry that is not a fingerprint", notFingerprint, codes.InvalidArgument, policy.ReasonInvalidTrustBundle},
+			{"trust bundle naming a root twice", repeated, codes.InvalidArgument, policy.ReasonInvalidTrustBundle},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				_, err := ic.Sign(t.Context(), tc.req)
@@ -467,6 +481,42 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		}
 		waitRelayCluster(t, e.mgmt, cluster, func(rc *relayv1.RelayCluster) bool {
 			return rc.Status.LastCertificateSerial != "" && rc.Status.LastCertificateNotAfter != nil
+		})
+
+		t.Run("the trust bundle the cluster reports is what it is recorded to hold, not what was sent", func(t *testing.T) {
+			// A report without the root the endpoint returns: the answer
+			// carries the root, but the cluster is recorded with what it
+			// said it had (the answer of an earlier call may have been lost).
+			other := strings.Repeat("0f", 32)
+			req := goodRequest(t, cluster)
+			req.TrustBundle = []string{other}
+			resp, err := ic.Sign(t.Context(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent := signer.Fingerprints(resp.CA)
+			if len(sent) == 0 || slices.Contains(sent, other) {
+				t.Fatalf("the answer's ca.crt %v", sent)
+			}
+			var rc relayv1.RelayCluster
+			if err := e.mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: cluster}, &rc); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rc.Status.LastTrustBundle, []string{other}) {
+				t.Fatalf("lastTrustBundle = %v; want the reported %v, not the sent %v", rc.Status.LastTrustBundle, []string{other}, sent)
+			}
+			// The next call reports the bundle it received.
+			req = goodRequest(t, cluster)
+			req.TrustBundle = sent
+			if _, err := ic.Sign(t.Context(), req); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: cluster}, &rc); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rc.Status.LastTrustBundle, sent) {
+				t.Fatalf("lastTrustBundle = %v; want the reported %v", rc.Status.LastTrustBundle, sent)
+			}
 		})
 
 		sign := func(t *testing.T, req *issuance.SignRequest, wantReason string) {

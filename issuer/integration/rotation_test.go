@@ -125,10 +125,25 @@ func (r *rotation) ready() {
 // enrol signs a certificate for cluster and returns its chain and ca.crt.
 func (r *rotation) enrol(cluster string) (chain, cas []*x509.Certificate) {
 	r.t.Helper()
+	return r.enrolHolding(cluster, nil)
+}
+
+// enrolHolding is enrol for a request that reports, as the issuance endpoint
+// writes it, that the cluster holds the roots held (none: no report).
+func (r *rotation) enrolHolding(cluster string, held []*x509.Certificate) (chain, cas []*x509.Certificate) {
+	r.t.Helper()
 	r.n++
 	name := fmt.Sprintf("rot-%s-%d", cluster, r.n)
 	der, _ := testpki.CSR(r.t, testpki.CSROptions{DNSNames: []string{cluster}})
-	createCR(r.t, r.c, crOptions{name: name, issuer: r.issuer, csrPEM: testpki.CSRPEM(der), cluster: cluster, proof: clusterProof(r.t, r.token, cluster, der)})
+	var ann map[string]string
+	if held != nil {
+		var fp []string
+		for _, c := range held {
+			fp = append(fp, signer.Fingerprint(c))
+		}
+		ann = map[string]string{relayv1.HeldTrustBundleAnnotation: strings.Join(fp, ",")}
+	}
+	createCR(r.t, r.c, crOptions{name: name, issuer: r.issuer, csrPEM: testpki.CSRPEM(der), cluster: cluster, proof: clusterProof(r.t, r.token, cluster, der), annotations: ann})
 	cr := waitCR(r.t, r.c, name)
 	if c := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady); c == nil || c.Status != cmmeta.ConditionTrue {
 		r.t.Fatalf("%s not signed: %+v", name, c)
@@ -263,7 +278,19 @@ func TestRootRotationSelfSigned(t *testing.T) {
 	t.Run("activate is refused until every registered cluster holds the new root, naming them", func(t *testing.T) {
 		r.setRotation(&relayv1.RootRotation{Name: "r1", Phase: relayv1.RootRotationActivate})
 		r.waitPhase(controller.ReasonActivateBlocked, "east", "west", "gone")
-		_, cas := r.enrol("east")
+		// East is sent the new root, but says (in its request, through
+		// the endpoint) that it holds the old one only: the answer of an
+		// earlier renewal never reached it. It is not counted as holding
+		// the new root, so activation waits for it still.
+		if _, cas := r.enrolHolding("east", []*x509.Certificate{oldRoot}); len(cas) != 2 {
+			t.Fatalf("a renewal during prepare must return the old and the new root; got %d", len(cas))
+		}
+		if got := r.cluster("east").Status.LastTrustBundle; !slices.Equal(got, []string{signer.Fingerprint(oldRoot)}) {
+			t.Fatalf("east reported the old root only, but lastTrustBundle = %v", got)
+		}
+		r.waitPhase(controller.ReasonActivateBlocked, "east", "west", "gone")
+		// Its next request reports the bundle it received.
+		_, cas := r.enrolHolding("east", []*x509.Certificate{oldRoot, newRoot})
 		if !slices.Equal(fps(cas), fps([]*x509.Certificate{oldRoot, newRoot})) {
 			t.Fatalf("a renewal during prepare must return the old and the new root; got %d", len(cas))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -223,6 +224,7 @@ type crOptions struct {
 	usages       []cmapi.KeyUsage
 	isCA         bool
 	duration     time.Duration
+	annotations  map[string]string // more annotations, as the endpoint sets
 }
 
 func createCR(t *testing.T, c *localcluster.Cluster, o crOptions) *cmapi.CertificateRequest {
@@ -234,6 +236,7 @@ func createCR(t *testing.T, c *localcluster.Cluster, o crOptions) *cmapi.Certifi
 	if o.proof != "" {
 		ann[relayv1.IdentityProofAnnotation] = o.proof
 	}
+	maps.Copy(ann, o.annotations)
 	if o.usages == nil {
 		o.usages = []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageClientAuth}
 	}

@@ -49,7 +49,18 @@ type SignRequest struct {
 	DurationSeconds int64 `json:"durationSeconds,omitempty"`
 	// IsCA asks for a CA certificate (always refused by a relay issuer).
 	IsCA bool `json:"isCA,omitempty"`
+	// TrustBundle lists the SHA-256 fingerprints (hex, of the DER) of the
+	// roots in the caller's trust bundle as it asks. The management cluster
+	// records them as what the cluster holds: a root rotation waits for
+	// them, not for what it sent, which may have been lost on the way.
+	TrustBundle []string `json:"trustBundle,omitempty"`
 }
+
+// MaxTrustBundle bounds SignRequest.TrustBundle (4 KiB in the request's
+// annotation): a relay bundle holds one root, two during a rotation; a
+// bring-your-own bundle may hold a few more. A caller with a larger bundle
+// reports none.
+const MaxTrustBundle = 64
 
 // SignResponse carries the signed chain.
 type SignResponse struct {

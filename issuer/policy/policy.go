@@ -65,6 +65,10 @@ const (
 	ReasonForbiddenUsage       = "ForbiddenUsage"
 	ReasonMissingClientAuth    = "MissingClientAuthUsage"
 	ReasonInvalidDuration      = "InvalidDuration"
+	// ReasonInvalidTrustBundle: the trust bundle a call to the issuance
+	// endpoint reported is not a short list of distinct SHA-256
+	// fingerprints.
+	ReasonInvalidTrustBundle = "InvalidTrustBundle"
 	// ReasonClusterRevoked: the cluster's RelayCluster has spec.revoked.
 	ReasonClusterRevoked = "ClusterRevoked"
 	// ReasonClusterNotRegistered: the issuer requires registration and the

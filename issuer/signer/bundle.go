@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"slices"
 
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	corev1 "k8s.io/api/core/v1"
@@ -25,9 +26,16 @@ func Fingerprints(bundlePEM []byte) []string {
 	if err != nil {
 		return nil
 	}
+	return fingerprintsOf(certs)
+}
+
+// fingerprintsOf the certificates, in order, each once.
+func fingerprintsOf(certs []*x509.Certificate) []string {
 	out := make([]string, 0, len(certs))
 	for _, c := range certs {
-		out = append(out, Fingerprint(c))
+		if fp := Fingerprint(c); !slices.Contains(out, fp) {
+			out = append(out, fp)
+		}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -143,10 +144,17 @@ func chainRoots(leaf *x509.Certificate, ca *CA) []string {
 }
 
 // recordEnrollment writes the issued certificate's serial and expiry, and the
-// fingerprints of the trust bundle returned with it, on the cluster's
-// RelayCluster. It is best effort: the certificate is issued either
+// trust bundle the cluster holds, on the cluster's RelayCluster. held is the
+// bundle the cluster reported through the issuance endpoint (the
+// relaytls.io/held-trust-bundle annotation): what it had when it asked. The
+// bundle returned now counts only once a later request reports it, since
+// the answer may never arrive (a cut connection, a timed-out call), and a
+// root rotation that went ahead on what was merely sent would leave that
+// cluster unable to verify the server. A request without a report (not
+// through the endpoint, or an older remote issuer) records the bundle
+// returned with it. It is best effort: the certificate is issued either
 // way, and a failure is returned for the caller to log.
-func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf *x509.Certificate, ca *CA) error {
+func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf *x509.Certificate, ca *CA, held string) error {
 	rc, err := s.lookupCluster(ctx, ns, cluster)
 	if err != nil || rc == nil {
 		return err
@@ -156,7 +164,11 @@ func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf 
 	rc.Status.LastCertificateSerial = leaf.SerialNumber.Text(16)
 	rc.Status.LastCertificateNotAfter = &metav1.Time{Time: leaf.NotAfter}
 	rc.Status.LastEnrollmentTime = &now
-	rc.Status.LastTrustBundle = Fingerprints(ca.RootPEM)
+	if held != "" {
+		rc.Status.LastTrustBundle = strings.Split(held, ",")
+	} else {
+		rc.Status.LastTrustBundle = Fingerprints(ca.RootPEM)
+	}
 	rc.Status.LastCertificateRoots = chainRoots(leaf, ca)
 	meta.SetStatusCondition(&rc.Status.Conditions, metav1.Condition{
 		Type: relayv1.ClusterConditionEnrolled, Status: metav1.ConditionTrue, Reason: "Issued",

@@ -40,6 +40,9 @@ const ReasonRefusedByManagement = "RefusedByManagement"
 type remoteMaterial struct {
 	roots        *x509.CertPool
 	bundleDigest [32]byte
+	// held are the fingerprints of the bundle's roots, reported with every
+	// call so that the management cluster knows what this cluster holds.
+	held []string
 	// token is nil, and tokenErr says why, when the cluster holds no
 	// usable token; it may still renew by possession (renewal.go).
 	token    proof.Token
@@ -63,7 +66,12 @@ func (s *Signer) loadRemote(ctx context.Context, ns string, spec *relayv1.Remote
 	for _, c := range cas {
 		pool.AddCert(c)
 	}
-	m := &remoteMaterial{roots: pool, bundleDigest: bundleDigest(cas)}
+	m := &remoteMaterial{roots: pool, bundleDigest: bundleDigest(cas), held: fingerprintsOf(cas)}
+	if len(m.held) > issuance.MaxTrustBundle {
+		// Too large to report: the management cluster falls back to
+		// recording what it returns.
+		m.held = nil
+	}
 	m.token, m.tokenErr = s.loadRemoteToken(ctx, ns, spec)
 	return m, nil
 }
@@ -136,6 +144,7 @@ func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObj
 		Usages:          usages,
 		DurationSeconds: int64(details.Duration / time.Second),
 		IsCA:            details.IsCA,
+		TrustBundle:     m.held,
 	}
 	// A token proof, or possession of the current certificate (renewal.go).
 	cc, possession, err := s.prove(ctx, cr, issuer, spec, m, req, block.Bytes)

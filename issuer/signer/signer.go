@@ -391,7 +391,7 @@ func (s *Signer) Sign(ctx context.Context, cr signer.CertificateRequestObject, i
 			return signer.PEMBundle{}, asRefusal(err)
 		}
 	}
-	if err := s.recordEnrollment(ctx, ns, cluster, leaf, ca); err != nil {
+	if err := s.recordEnrollment(ctx, ns, cluster, leaf, ca, cr.GetAnnotations()[relayv1.HeldTrustBundleAnnotation]); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "the certificate was issued but the inventory was not updated", "cluster", cluster)
 	}
 	return bundle, nil
