@@ -52,6 +52,13 @@ type RelayClusterStatus struct {
 	// +optional
 	LastCertificateSerial string `json:"lastCertificateSerial,omitempty"`
 
+	// previousCertificateSerial is the serial (hex) of the certificate
+	// issued before the last one. A renewal by possession is accepted from
+	// the last certificate or from this one (whose renewal's answer may
+	// have been lost), from no older one.
+	// +optional
+	PreviousCertificateSerial string `json:"previousCertificateSerial,omitempty"`
+
 	// lastCertificateNotAfter is when that certificate expires.
 	// +optional
 	LastCertificateNotAfter *metav1.Time `json:"lastCertificateNotAfter,omitempty"`

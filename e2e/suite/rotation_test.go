@@ -514,14 +514,11 @@ func (e *env) offlineCluster(t *testing.T) {
 // the endpoint is back the client renews under the new root and the
 // rotation finishes. The relay stream runs throughout.
 func (e *env) endpointDown(t *testing.T) {
-	// It failed in the final fresh-clone CI run of stop 18 (under load): after
-	// activate through the reset proxy, a new handshake verified against the
-	// agent's bundle file failed ("x509: ECDSA verification failure" on
-	// "relaytls root CA"), while the live stream went on. Until that is
-	// understood it runs only when asked, and says so.
-	if os.Getenv("RELAYTLS_E2E_ROTATION_FAULTS") != "1" {
-		t.Skip("not run by default: failed once in CI with an unexplained trust error after activate (see the comment above); RELAYTLS_E2E_ROTATION_FAULTS=1 runs it")
-	}
+	// It failed once in a fresh-clone CI run under load: after activate, a
+	// handshake against the agent's bundle failed on the root. The likely
+	// cause, fixed since: prepare counted the bundle as held once it was
+	// sent, and the answer that carried it could be lost as the proxy began
+	// resetting; now a cluster counts once it reports the new root.
 	ctx := t.Context()
 	mgmt, wl := e.in.Mgmt, e.in.Workload
 	const name = "e2e-endpoint-down"

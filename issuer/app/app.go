@@ -190,6 +190,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	s := &signer.Signer{
 		Client:                   mgr.GetClient(),
+		APIReader:                mgr.GetAPIReader(),
 		ClusterResourceNamespace: o.ClusterResourceNamespace,
 		SecretNamespaces:         o.secretNamespaces(),
 		Clock:                    o.Clock,

@@ -222,15 +222,17 @@ func TestRenewalByPossession(t *testing.T) {
 	}
 	signedBefore := renewals("signed", "")
 	var attestations []string
+	var second tls.Certificate
+	var secondLeaf, thirdLeaf *x509.Certificate
 
 	t.Run("the current certificate renews without a token, and the request records which", func(t *testing.T) {
-		second, secondLeaf := signFor(t, f.mtlsClient(t, first), "poss-1", false)
+		second, secondLeaf = signFor(t, f.mtlsClient(t, first), "poss-1", false)
 		if secondLeaf.SerialNumber.Cmp(firstLeaf.SerialNumber) == 0 {
 			t.Fatal("the renewal returned the same serial")
 		}
 		// The renewed certificate renews in its turn.
-		_, third := signFor(t, f.mtlsClient(t, second), "poss-1", false)
-		if third.SerialNumber.Cmp(secondLeaf.SerialNumber) == 0 {
+		_, thirdLeaf = signFor(t, f.mtlsClient(t, second), "poss-1", false)
+		if thirdLeaf.SerialNumber.Cmp(secondLeaf.SerialNumber) == 0 {
 			t.Fatal("the second renewal returned the same serial")
 		}
 		want := map[string]bool{firstLeaf.SerialNumber.Text(16): false, secondLeaf.SerialNumber.Text(16): false}
@@ -248,6 +250,53 @@ func TestRenewalByPossession(t *testing.T) {
 		})
 		if got := renewals("signed", "") - signedBefore; got != 2 {
 			t.Fatalf("relay_issuer_possession_renewals_total{result=signed} grew by %v, want 2", got)
+		}
+	})
+
+	var current tls.Certificate
+	t.Run("a certificate renewed twice since renews nothing; the one before the last renews once more, with a Warning", func(t *testing.T) {
+		var rc relayv1.RelayCluster
+		if err := f.c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "poss-1"}, &rc); err != nil {
+			t.Fatal(err)
+		}
+		if rc.Status.LastCertificateSerial != thirdLeaf.SerialNumber.Text(16) || rc.Status.PreviousCertificateSerial != secondLeaf.SerialNumber.Text(16) {
+			t.Fatalf("status serials last %s previous %s; want %s and %s", rc.Status.LastCertificateSerial, rc.Status.PreviousCertificateSerial,
+				thirdLeaf.SerialNumber.Text(16), secondLeaf.SerialNumber.Text(16))
+		}
+		before := len(created())
+		_, err := f.mtlsClient(t, first).Sign(ctx, renewalRequest(t, "poss-1", "poss-1"))
+		if status.Code(err) != codes.PermissionDenied || issuance.ReasonOf(err) != policy.ReasonRenewalCertificateSuperseded ||
+			!strings.Contains(status.Convert(err).Message(), firstLeaf.SerialNumber.Text(16)) {
+			t.Fatalf("the first certificate, renewed twice since: got %v (reason %q); want PermissionDenied %s naming its serial", err, issuance.ReasonOf(err), policy.ReasonRenewalCertificateSuperseded)
+		}
+		time.Sleep(200 * time.Millisecond) // let a stray create reach the watch
+		if after := len(created()); after != before {
+			t.Fatalf("a refused renewal created a CertificateRequest (%d -> %d)", before, after)
+		}
+		// The second certificate: its renewal (the third) may not have
+		// reached the cluster, so it renews, and says so on the RelayCluster.
+		current, _ = signFor(t, f.mtlsClient(t, second), "poss-1", false)
+		eventually(t, 10*time.Second, "a Warning RenewalFromPreviousCertificate on RelayCluster poss-1", func(ctx context.Context) (bool, string, error) {
+			var evs corev1.EventList
+			if err := f.c.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+				return false, "", err
+			}
+			var seen []string
+			for _, ev := range evs.Items {
+				if ev.InvolvedObject.Kind == "RelayCluster" && ev.InvolvedObject.Name == "poss-1" {
+					seen = append(seen, ev.Reason)
+					if ev.Type == corev1.EventTypeWarning && ev.Reason == "RenewalFromPreviousCertificate" && strings.Contains(ev.Message, secondLeaf.SerialNumber.Text(16)) {
+						return true, "", nil
+					}
+				}
+			}
+			return false, fmt.Sprint(seen), nil
+		})
+		// The third is now the one before the last; the second is two
+		// behind and refused.
+		_, err = f.mtlsClient(t, second).Sign(ctx, renewalRequest(t, "poss-1", "poss-1"))
+		if issuance.ReasonOf(err) != policy.ReasonRenewalCertificateSuperseded {
+			t.Fatalf("the second certificate after two more renewals: got %v; want %s", err, policy.ReasonRenewalCertificateSuperseded)
 		}
 	})
 
@@ -305,12 +354,12 @@ func TestRenewalByPossession(t *testing.T) {
 	t.Run("a revoked cluster is refused despite a valid certificate", func(t *testing.T) {
 		patchRelayCluster(t, f.c, "poss-1", func(rc *relayv1.RelayCluster) { rc.Spec.Revoked = true })
 		eventually(t, 10*time.Second, "the endpoint refuses the revoked cluster's renewal", func(ctx context.Context) (bool, string, error) {
-			_, err := f.mtlsClient(t, first).Sign(ctx, renewalRequest(t, "poss-1", "poss-1"))
+			_, err := f.mtlsClient(t, current).Sign(ctx, renewalRequest(t, "poss-1", "poss-1"))
 			return issuance.ReasonOf(err) == policy.ReasonClusterRevoked && status.Code(err) == codes.PermissionDenied, fmt.Sprintf("got %v", err), nil
 		})
 		patchRelayCluster(t, f.c, "poss-1", func(rc *relayv1.RelayCluster) { rc.Spec.Revoked = false })
 		eventually(t, 10*time.Second, "the re-admitted cluster renews again", func(ctx context.Context) (bool, string, error) {
-			_, err := f.mtlsClient(t, first).Sign(ctx, renewalRequest(t, "poss-1", "poss-1"))
+			_, err := f.mtlsClient(t, current).Sign(ctx, renewalRequest(t, "poss-1", "poss-1"))
 			return err == nil, fmt.Sprintf("got %v", err), nil
 		})
 	})

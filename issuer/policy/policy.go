@@ -89,6 +89,10 @@ const (
 	// ReasonRenewalIdentityMismatch: the presented certificate, the cluster
 	// the call names and the new CSR do not all name the same cluster.
 	ReasonRenewalIdentityMismatch = "RenewalIdentityMismatch"
+	// ReasonRenewalCertificateSuperseded: the certificate presented for a
+	// renewal by possession was renewed since, more than once: it is neither
+	// the cluster's last certificate nor the one before it.
+	ReasonRenewalCertificateSuperseded = "RenewalCertificateSuperseded"
 )
 
 // RSA key sizes accepted. The upper bound keeps a request from costing the

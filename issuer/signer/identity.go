@@ -61,8 +61,20 @@ func (s *Signer) loadRoots(ctx context.Context, ns string, ref *relayv1.TokenSec
 // lookupCluster returns the cluster's RelayCluster in ns, or nil when it has
 // none.
 func (s *Signer) lookupCluster(ctx context.Context, ns, cluster string) (*relayv1.RelayCluster, error) {
+	return s.readCluster(ctx, s.Client, ns, cluster)
+}
+
+// freshCluster is lookupCluster without the cache, when an APIReader is set.
+func (s *Signer) freshCluster(ctx context.Context, ns, cluster string) (*relayv1.RelayCluster, error) {
+	if s.APIReader == nil {
+		return s.lookupCluster(ctx, ns, cluster)
+	}
+	return s.readCluster(ctx, s.APIReader, ns, cluster)
+}
+
+func (s *Signer) readCluster(ctx context.Context, r client.Reader, ns, cluster string) (*relayv1.RelayCluster, error) {
 	var rc relayv1.RelayCluster
-	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: cluster}, &rc); err != nil {
+	if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: cluster}, &rc); err != nil {
 		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 			return nil, nil
 		}
@@ -155,13 +167,16 @@ func chainRoots(leaf *x509.Certificate, ca *CA) []string {
 // returned with it. It is best effort: the certificate is issued either
 // way, and a failure is returned for the caller to log.
 func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf *x509.Certificate, ca *CA, held string) error {
-	rc, err := s.lookupCluster(ctx, ns, cluster)
+	rc, err := s.freshCluster(ctx, ns, cluster)
 	if err != nil || rc == nil {
 		return err
 	}
 	base := rc.DeepCopy()
 	now := metav1.NewTime(s.now())
-	rc.Status.LastCertificateSerial = leaf.SerialNumber.Text(16)
+	if serial := leaf.SerialNumber.Text(16); serial != rc.Status.LastCertificateSerial {
+		rc.Status.PreviousCertificateSerial = rc.Status.LastCertificateSerial
+		rc.Status.LastCertificateSerial = serial
+	}
 	rc.Status.LastCertificateNotAfter = &metav1.Time{Time: leaf.NotAfter}
 	rc.Status.LastEnrollmentTime = &now
 	if held != "" {

@@ -101,11 +101,55 @@ func (s *Signer) VerifyPossession(ctx context.Context, iss issuerapi.Issuer, clu
 	if _, err := admit(rc, spec, ns, cluster); err != nil {
 		return "", "", err
 	}
+	if err := s.checkCurrent(ctx, rc, ns, cluster, serial); err != nil {
+		return "", "", err
+	}
 	rootTokens, err := s.loadRoots(ctx, ns, spec.TokenSecretRef)
 	if err != nil {
 		return "", "", err
 	}
 	return serial, proof.RenewalAttestation(rootTokens[0], cluster, serial, csrDER), nil
+}
+
+// current refuses a renewal from a certificate that is neither the
+// cluster's last one nor the one before it (kept because the answer of its
+// renewal may have been lost): a copy of an old certificate and key, from a
+// backup or a node long gone, renews nothing. A cluster with no recorded
+// certificate (none issued since the inventory began) is not checked.
+func current(rc *relayv1.RelayCluster, cluster, serial string) error {
+	if rc == nil || rc.Status.LastCertificateSerial == "" || serial == rc.Status.LastCertificateSerial || serial == rc.Status.PreviousCertificateSerial {
+		return nil
+	}
+	return &policy.Refusal{Reason: policy.ReasonRenewalCertificateSuperseded, Message: fmt.Sprintf(
+		"the presented client certificate (serial %s) has been renewed since: cluster %q's current certificate is serial %s, and only it or the one before it renews; an older copy renewing is not expected (if the cluster lost its certificate, enrol it again with its token)",
+		serial, cluster, rc.Status.LastCertificateSerial)}
+}
+
+// checkCurrent is current, with a refusal confirmed against the API server
+// (the cache may not have the last renewal's record yet).
+func (s *Signer) checkCurrent(ctx context.Context, rc *relayv1.RelayCluster, ns, cluster, serial string) error {
+	err := current(rc, cluster, serial)
+	if err == nil || s.APIReader == nil {
+		return err
+	}
+	fresh, ferr := s.freshCluster(ctx, ns, cluster)
+	if ferr != nil {
+		return ferr
+	}
+	return current(fresh, cluster, serial)
+}
+
+// previousRenews records a Warning Event when a cluster renews from the
+// certificate before its last one: the last renewal's answer was lost, or
+// a second party holds the cluster's certificate and key. Repeated, it is
+// the second.
+func (s *Signer) previousRenews(rc *relayv1.RelayCluster, serial string) {
+	if s.Recorder == nil || rc == nil || rc.Status.LastCertificateSerial == "" || serial == rc.Status.LastCertificateSerial {
+		return
+	}
+	s.Recorder.Eventf(rc, nil, corev1.EventTypeWarning, "RenewalFromPreviousCertificate", "RenewByPossession",
+		"certificate serial %s renews again, although it was already renewed as serial %s: that answer was lost, or a second party holds the cluster's certificate and key; if this repeats, revoke the cluster and register it again",
+		serial, rc.Status.LastCertificateSerial)
 }
 
 func describeIdentity(leaf *x509.Certificate) string {
@@ -177,17 +221,20 @@ func (s *Signer) verifyRenewal(ctx context.Context, spec *relayv1.CAIssuerSpec, 
 	if _, err := admit(rc, spec, ns, cluster); err != nil {
 		return err
 	}
-	if spec.TokenSecretRef == nil {
-		return nil // the issuer asks for no proof of any kind
+	if spec.TokenSecretRef != nil {
+		roots, err := s.loadRoots(ctx, ns, spec.TokenSecretRef)
+		if err != nil {
+			return err
+		}
+		if err := proof.VerifyRenewalAttestation(roots, cluster, serial, csrDER, attestation); err != nil {
+			return &policy.Refusal{Reason: policy.ReasonRenewalCertificateInvalid, Message: fmt.Sprintf(
+				"the request claims a renewal of certificate %s (relaytls.io/renewal-of) for cluster %q but carries no valid attestation of the issuance endpoint; renewals by possession are made through the endpoint only", serial, cluster)}
+		}
 	}
-	roots, err := s.loadRoots(ctx, ns, spec.TokenSecretRef)
-	if err != nil {
+	if err := s.checkCurrent(ctx, rc, ns, cluster, serial); err != nil {
 		return err
 	}
-	if err := proof.VerifyRenewalAttestation(roots, cluster, serial, csrDER, attestation); err != nil {
-		return &policy.Refusal{Reason: policy.ReasonRenewalCertificateInvalid, Message: fmt.Sprintf(
-			"the request claims a renewal of certificate %s (relaytls.io/renewal-of) for cluster %q but carries no valid attestation of the issuance endpoint; renewals by possession are made through the endpoint only", serial, cluster)}
-	}
+	s.previousRenews(rc, serial)
 	return nil
 }
 

@@ -55,6 +55,10 @@ type Signer struct {
 	// Client reads Secrets (from the manager's cache) and creates the token
 	// Secret when an issuer asks for it.
 	Client client.Client
+	// APIReader, when set, reads a RelayCluster without the cache where a
+	// stale copy would decide wrongly: the serials a renewal is checked
+	// against, and the record written after an issuance.
+	APIReader client.Reader
 	// ClusterResourceNamespace holds the Secrets of RelayClusterIssuers.
 	ClusterResourceNamespace string
 	// SecretNamespaces are the namespaces whose Secrets relay-issuer may read
