@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -28,7 +29,9 @@ import (
 )
 
 func main() {
-	err := run(os.Args[1:])
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
@@ -44,8 +47,50 @@ func main() {
 // errUsage marks a flag the flag package could not parse.
 var errUsage = errors.New("bad command line")
 
-func run(args []string) error {
+// run is the whole command: flags from args, the version and usage to
+// stdout and stderr, logs to stderr, until ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseFlags(args, stderr)
+	if err != nil || f.showVersion {
+		if err == nil {
+			version.Print(stdout, "relay-issuer")
+		}
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := logr.FromSlogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
+
+	o := f.options
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	logger.Info("starting relay-issuer", "namespace", o.Namespace, "clusterResourceNamespace", o.ClusterResourceNamespace)
+	return app.Run(ctx, cfg, o)
+}
+
+// flags is the parsed command line.
+type flags struct {
+	options     app.Options
+	kubeconfig  string
+	logLevel    string
+	showVersion bool
+}
+
+// parseFlags reads the command line into the issuer's options and checks
+// what can be checked without a cluster; the usage and parse errors go to
+// stderr.
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs := flag.NewFlagSet("relay-issuer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	showVersion := version.AddFlag(fs)
 	var (
 		o                app.Options
@@ -87,16 +132,15 @@ func run(args []string) error {
 	fs.BoolVar(&is.KeepRequests, "issuance-keep-requests", false, "keep the endpoint's CertificateRequests after answering (debugging)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return nil, err
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *showVersion {
-		version.Print(os.Stdout, "relay-issuer")
-		return nil
+		return &flags{showVersion: true}, nil
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	for name, v := range map[string]float64{
 		"--issuance-rate-per-cluster": rate, "--issuance-refused-rate-per-source": refusedRate,
@@ -106,7 +150,7 @@ func run(args []string) error {
 		"--issuance-max-duration": float64(is.MaxDuration), "--issuance-timeout": float64(is.Timeout),
 	} {
 		if v < 0 {
-			return fmt.Errorf("%s must not be negative", name)
+			return nil, fmt.Errorf("%s must not be negative", name)
 		}
 	}
 	if is.ListenAddr != "" {
@@ -114,33 +158,14 @@ func run(args []string) error {
 		is.RefusedRatePerSource = ratelimit.Limit(refusedRate)
 		o.Issuance = is
 	} else if set := issuanceFlagsSet(fs); len(set) > 0 {
-		return fmt.Errorf("%s only work with --issuance-listen-address", strings.Join(set, ", "))
+		return nil, fmt.Errorf("%s only work with --issuance-listen-address", strings.Join(set, ", "))
 	}
 	for _, ns := range strings.Split(secretNamespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			o.SecretNamespaces = append(o.SecretNamespaces, ns)
 		}
 	}
-
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	logger := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctrl.SetLogger(logger)
-	klog.SetLogger(logger)
-
-	if err := o.Validate(); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(kubeconfig)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	logger.Info("starting relay-issuer", "namespace", o.Namespace, "clusterResourceNamespace", o.ClusterResourceNamespace)
-	return app.Run(ctx, cfg, o)
+	return &flags{options: o, kubeconfig: kubeconfig, logLevel: logLevel}, nil
 }
 
 // loadConfig reads --kubeconfig when given, else controller-runtime's usual
