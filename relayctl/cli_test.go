@@ -71,6 +71,7 @@ func TestUsageErrors(t *testing.T) {
 		{"missing --mode", []string{"init", "-o", "yaml"}, []string{"--mode is required: one of insecure, tls-self-signed"}},
 		{"unknown mode", []string{"init", "--mode", "mtls-ish", "-o", "yaml"}, []string{`unknown mode "mtls-ish"`}},
 		{"unsupported output", []string{"init", "--mode", "4", "-o", "xml"}, []string{`-o "xml": init prints yaml, json, jsonpath=TEMPLATE`}},
+		{"unsupported status output", []string{"status", "--kubeconfig", kc, "-o", "xml"}, []string{`-o "xml": status prints text, json, yaml, jsonpath=TEMPLATE`}},
 		{"bad jsonpath", []string{"init", "--mode", "4", "-o", "jsonpath={.items[}"}, []string{"-o jsonpath={.items[}"}},
 		{"-o without --dry-run", []string{"register", "--cluster", "east", "--mgmt-context", "team", "-o", "yaml"}, []string{"-o goes with --dry-run"}},
 		{"--context on a two-cluster command", []string{"status", "--kubeconfig", kc, "--context", "team"}, []string{"--context names one cluster", "--mgmt-context and --remote-context"}},
