@@ -73,6 +73,7 @@ func TestUsageErrors(t *testing.T) {
 		{"unsupported output", []string{"init", "--mode", "4", "-o", "xml"}, []string{`-o "xml": init prints yaml, json, jsonpath=TEMPLATE`}},
 		{"unsupported status output", []string{"status", "--kubeconfig", kc, "-o", "xml"}, []string{`-o "xml": status prints text, json, yaml, jsonpath=TEMPLATE`}},
 		{"bad jsonpath", []string{"init", "--mode", "4", "-o", "jsonpath={.items[}"}, []string{"-o jsonpath={.items[}"}},
+		{"--single-use-token with --dry-run", []string{"register", "--cluster", "east", "--mgmt-context", "team", "--dry-run", "--single-use-token"}, []string{"--dry-run and --single-use-token conflict", "commit the RelayCluster"}},
 		{"-o without --dry-run", []string{"register", "--cluster", "east", "--mgmt-context", "team", "-o", "yaml"}, []string{"-o goes with --dry-run"}},
 		{"--context on a two-cluster command", []string{"status", "--kubeconfig", kc, "--context", "team"}, []string{"--context names one cluster", "--mgmt-context and --remote-context"}},
 		{"no cluster for status", []string{"status"}, []string{"give --mgmt-context and/or --remote-context"}},

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -312,6 +313,54 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		code, stdout, _ = cli(t, "status", mk, "-o", "text")
 		if code != exitOK || !strings.Contains(stdout, "role management") || strings.HasPrefix(stdout, "{") {
 			t.Errorf("-o text: exit %d\n%s", code, stdout)
+		}
+	})
+
+	t.Run("register --single-use-token sets the field", func(t *testing.T) {
+		// The Secrets go to a scratch namespace of the workload cluster, so
+		// that east's stay as they are.
+		scratch := "--remote-namespace=scratch"
+		singleUse := func(name string) bool {
+			t.Helper()
+			var rc relayv1.RelayCluster
+			if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &rc); err != nil {
+				t.Fatalf("RelayCluster %s: %v", name, err)
+			}
+			return rc.Spec.SingleUseToken
+		}
+		out, err := relayctl(t, "register", "--cluster", "north", mk, wk, scratch, "--secrets-only", "--single-use-token")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !singleUse("north") || !strings.Contains(out, `registered cluster "north"`) || !strings.Contains(out, "single-use token: it enrolls once") {
+			t.Errorf("a new RelayCluster north without spec.singleUseToken, or no word of it; register said:\n%s", out)
+		}
+		// An existing RelayCluster gets the field set; without the flag it is left alone.
+		out, err = relayctl(t, "register", "--cluster", "south", mk, wk, scratch, "--secrets-only")
+		if err != nil || singleUse("south") {
+			t.Fatalf("register without --single-use-token made south single-use, or failed: %v\n%s", err, out)
+		}
+		out, err = relayctl(t, "register", "--cluster", "south", mk, wk, scratch, "--secrets-only", "--single-use-token")
+		if err != nil || !singleUse("south") || !strings.Contains(out, "set spec.singleUseToken on RelayCluster "+ns+"/south") {
+			t.Errorf("the existing RelayCluster south did not get spec.singleUseToken: %v\n%s", err, out)
+		}
+		if out, err = relayctl(t, "register", "--cluster", "south", mk, wk, scratch, "--secrets-only"); err != nil || !singleUse("south") {
+			t.Errorf("register without the flag cleared south's spec.singleUseToken: %v\n%s", err, out)
+		}
+		// status shows it, as data and as text.
+		code, stdout, stderr := cli(t, "status", mk, "-o", "json")
+		if code != exitOK {
+			t.Fatalf("status -o json: exit %d\n%s", code, stderr)
+		}
+		got := map[string]bool{}
+		for _, c := range decodeStatus(t, stdout).Management.Clusters {
+			got[c.Name] = c.SingleUseToken
+		}
+		if want := map[string]bool{"east": false, "north": true, "south": true}; !maps.Equal(got, want) {
+			t.Errorf("status -o json clusters' singleUseToken %v, want %v", got, want)
+		}
+		if out, err := relayctl(t, "status", mk); err != nil || !strings.Contains(out, "1/single-use") {
+			t.Errorf("status text does not mark the single-use clusters: %v\n%s", err, out)
 		}
 	})
 

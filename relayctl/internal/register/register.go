@@ -60,6 +60,11 @@ type Options struct {
 	// SecretsOnly: only the two Secrets are copied, so no endpoint is
 	// needed or derived.
 	SecretsOnly bool
+	// SingleUseToken sets spec.singleUseToken on the cluster's RelayCluster
+	// (created with it, or set on an existing one): the token enrolls once,
+	// relay-issuer advances the generation after the first certificate and
+	// renewals go by possession of the current certificate.
+	SingleUseToken bool
 }
 
 // Validate checks the options that need no cluster.
@@ -102,10 +107,12 @@ type Plan struct {
 	// Shared it is the root token itself.
 	token []byte
 	// mgmt, cluster and record: the management cluster gets a RelayCluster
-	// for the workload cluster when it has none.
-	mgmt    *kube.Conn
-	cluster string
-	record  bool
+	// for the workload cluster when it has none. singleUse: that
+	// RelayCluster has (or, with setSingleUse, is given) spec.singleUseToken.
+	mgmt                    *kube.Conn
+	cluster                 string
+	record                  bool
+	singleUse, setSingleUse bool
 	// Namespace of the workload side, for DryRun (empty: the default).
 	Namespace string
 	// Rotation names the root rotation under way on the management issuer
@@ -194,7 +201,16 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, mgmt.Namespace, tokenName, err)
 	}
 	rootToken, _ := proof.ParseToken(rawToken)
-	p := &Plan{Mode: mode, RootCA: root, mgmt: mgmt, cluster: o.Cluster, Rotation: rotation}
+	p := &Plan{Mode: mode, RootCA: root, mgmt: mgmt, cluster: o.Cluster, Rotation: rotation, singleUse: o.SingleUseToken}
+	shared := sharedScope(ctx, mgmt)
+	if o.SingleUseToken {
+		switch {
+		case !mode.AutoClient:
+			return nil, fmt.Errorf("--single-use-token: mode %s uses the token as the tunnel credential, which must stay valid; single-use tokens are for the modes with automatic client certificates (mtls-self-signed, mtls-byo-ca)", mode.Name)
+		case shared:
+			return nil, fmt.Errorf("--single-use-token: %s's issuer %s/%s has tokenScope Shared, where every cluster holds the root token; single-use tokens need PerCluster (relayctl migrate-scope)", mgmt.Name, mgmt.Namespace, modes.RelayIssuerName)
+		}
+	}
 	gen := proof.DefaultGeneration
 	var rc relayv1.RelayCluster
 	switch err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: o.Cluster}, &rc); {
@@ -203,14 +219,18 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 			return nil, fmt.Errorf("%s: cluster %q is revoked (RelayCluster %s/%s has spec.revoked: true); to re-admit it, set revoked: false and bump spec.tokenGeneration, then register again", mgmt.Name, o.Cluster, mgmt.Namespace, o.Cluster)
 		}
 		gen = rc.TokenGeneration()
+		p.setSingleUse = o.SingleUseToken && !rc.Spec.SingleUseToken
 	case apierrors.IsNotFound(err):
 		p.record = true
 	case meta.IsNoMatchError(err):
 		// An older install without the RelayCluster CRD: nothing to record.
+		if o.SingleUseToken {
+			return nil, fmt.Errorf("--single-use-token: %s has no RelayCluster CRD to record it on; upgrade the install", mgmt.Name)
+		}
 	default:
 		return nil, fmt.Errorf("%s: reading RelayCluster %s/%s: %w", mgmt.Name, mgmt.Namespace, o.Cluster, err)
 	}
-	if sharedScope(ctx, mgmt) {
+	if shared {
 		p.token = []byte(rootToken)
 	} else {
 		ct, err := proof.ClusterToken(rootToken, o.Cluster, gen)
@@ -450,18 +470,44 @@ func sharedScope(ctx context.Context, mgmt *kube.Conn) bool {
 }
 
 // recordCluster creates the workload cluster's RelayCluster in the
-// management cluster when it has none (an existing one is never changed).
+// management cluster when it has none. An existing one is changed only to
+// set spec.singleUseToken when asked (never to clear it).
 func (p *Plan) recordCluster(ctx context.Context, progress io.Writer) error {
-	if !p.record || p.mgmt == nil {
+	if p.mgmt == nil {
+		return nil
+	}
+	if p.setSingleUse {
+		return p.setSingleUseToken(ctx, progress)
+	}
+	if !p.record {
 		return nil
 	}
 	rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: p.mgmt.Namespace, Name: p.cluster,
-		Labels: map[string]string{"app.kubernetes.io/managed-by": "relayctl"}}}
+		Labels: map[string]string{"app.kubernetes.io/managed-by": "relayctl"}},
+		Spec: relayv1.RelayClusterSpec{SingleUseToken: p.singleUse}}
 	if err := p.mgmt.Client.Create(ctx, rc); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("%s: creating RelayCluster %s/%s: %w", p.mgmt.Name, p.mgmt.Namespace, p.cluster, err)
 	}
-	fmt.Fprintf(progress, "  registered cluster %q: RelayCluster %s/%s in the management cluster\n", p.cluster, p.mgmt.Namespace, p.cluster)
+	fmt.Fprintf(progress, "  registered cluster %q: RelayCluster %s/%s in the management cluster%s\n", p.cluster, p.mgmt.Namespace, p.cluster, p.singleUseNote())
 	return nil
+}
+
+// setSingleUseToken sets spec.singleUseToken on the existing RelayCluster.
+func (p *Plan) setSingleUseToken(ctx context.Context, progress io.Writer) error {
+	rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: p.mgmt.Namespace, Name: p.cluster}}
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"singleUseToken":true}}`))
+	if err := p.mgmt.Client.Patch(ctx, rc, patch); err != nil {
+		return fmt.Errorf("%s: setting spec.singleUseToken on RelayCluster %s/%s: %w", p.mgmt.Name, p.mgmt.Namespace, p.cluster, err)
+	}
+	fmt.Fprintf(progress, "  cluster %q: set spec.singleUseToken on RelayCluster %s/%s%s\n", p.cluster, p.mgmt.Namespace, p.cluster, p.singleUseNote())
+	return nil
+}
+
+func (p *Plan) singleUseNote() string {
+	if !p.singleUse {
+		return ""
+	}
+	return " (single-use token: it enrolls once, then renewals go by possession of the client certificate)"
 }
 
 // Apply installs the workload side, copies the Secrets and, in the modes
