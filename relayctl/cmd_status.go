@@ -47,14 +47,8 @@ target, namespace and error, and the command exits 1.`,
   relayctl status --mgmt-context mgmt -o json | jq '.management.clusters[] | {name, enrolled}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := out.validate(cmd); err != nil {
+			if err := resolveEitherSide(cmd, g, out, mgmt, remote); err != nil {
 				return err
-			}
-			if err := resolveSides(cmd, g, mgmt, remote); err != nil {
-				return err
-			}
-			if !mgmt.Given() && !remote.Given() {
-				return usagef(cmd, "give --mgmt-context and/or --remote-context (or their --*-kubeconfig twins)")
 			}
 			var (
 				errs []error

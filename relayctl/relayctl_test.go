@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -23,6 +25,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
 	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
@@ -361,6 +364,40 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		}
 		if out, err := relayctl(t, "status", mk); err != nil || !strings.Contains(out, "1/single-use") {
 			t.Errorf("status text does not mark the single-use clusters: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("token and revoke", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "north.token")
+		out, err := relayctl(t, "token", "--cluster", "north", mk, "--output-file", f)
+		if err != nil || !strings.Contains(out, `wrote the cluster token of "north" to `+f) {
+			t.Fatalf("relayctl token: %v\n%s", err, out)
+		}
+		root, err := proof.ParseToken(token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := proof.ClusterToken(root, "north", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(f); err != nil || string(b) != string(want)+"\n" || strings.Contains(out, string(want)) {
+			t.Errorf("the token file does not hold north's generation-1 token, or the output shows it: %v", err)
+		}
+		generation := func() (int64, bool) {
+			var rc relayv1.RelayCluster
+			if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "north"}, &rc); err != nil {
+				t.Fatal(err)
+			}
+			return rc.TokenGeneration(), rc.Spec.Revoked
+		}
+		out, err = relayctl(t, "revoke", "--cluster", "north", mk)
+		if gen, revoked := generation(); err != nil || !revoked || gen != 1 || !strings.Contains(out, `cluster "north" revoked`) {
+			t.Errorf("revoke: generation %d, revoked %t, %v\n%s", gen, revoked, err, out)
+		}
+		out, err = relayctl(t, "revoke", "--cluster", "north", mk, "--undo")
+		if gen, revoked := generation(); err != nil || revoked || gen != 2 || !strings.Contains(out, `cluster "north" re-admitted with token generation 2`) {
+			t.Errorf("revoke --undo: generation %d, revoked %t, %v\n%s", gen, revoked, err, out)
 		}
 	})
 
