@@ -41,3 +41,18 @@ func resolveSides(cmd *cobra.Command, g *globals, sides ...*side) error {
 	}
 	return nil
 }
+
+// resolveEitherSide is the start of a command that reads one or both
+// clusters: -o checked, the sides resolved, and at least one given.
+func resolveEitherSide(cmd *cobra.Command, g *globals, out *output, mgmt, remote *side) error {
+	if err := out.validate(cmd); err != nil {
+		return err
+	}
+	if err := resolveSides(cmd, g, mgmt, remote); err != nil {
+		return err
+	}
+	if !mgmt.Given() && !remote.Given() {
+		return usagef(cmd, "give --mgmt-context and/or --remote-context (or their --*-kubeconfig twins)")
+	}
+	return nil
+}

@@ -6,12 +6,43 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/relaytls/relaytls/relayctl/internal/kube"
 	"github.com/relaytls/relaytls/relayctl/internal/register"
 )
 
+// namedCluster is what token and revoke share: one workload cluster
+// (--cluster) whose record is kept in the management cluster (--mgmt-*).
+type namedCluster struct {
+	mgmt *side
+	name string
+}
+
+func addNamedCluster(cmd *cobra.Command) *namedCluster {
+	n := &namedCluster{mgmt: addSide(cmd, "mgmt", "management")}
+	cmd.Flags().StringVar(&n.name, "cluster", "", "the workload cluster's name")
+	return n
+}
+
+// connect checks the flags (more, when given, after --cluster) and
+// connects to the management cluster.
+func (n *namedCluster) connect(cmd *cobra.Command, g *globals, more func() error) (*kube.Conn, error) {
+	if err := resolveSides(cmd, g, n.mgmt); err != nil {
+		return nil, err
+	}
+	if n.name == "" {
+		return nil, usagef(cmd, "--cluster is required")
+	}
+	if more != nil {
+		if err := more(); err != nil {
+			return nil, err
+		}
+	}
+	return n.mgmt.Connect()
+}
+
 func newTokenCmd(g *globals) *cobra.Command {
-	var mgmt *side
-	var cluster, outFile string
+	var cluster *namedCluster
+	var outFile string
 	var toStdout bool
 	cmd := &cobra.Command{
 		Use:   "token --cluster NAME --mgmt-context A (--output-file F | --stdout)",
@@ -21,20 +52,16 @@ func newTokenCmd(g *globals) *cobra.Command {
 			"(mode 0600) or, only when asked with --stdout, printed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := resolveSides(cmd, g, mgmt); err != nil {
-				return err
-			}
-			if cluster == "" {
-				return usagef(cmd, "--cluster is required")
-			}
-			if (outFile == "") == !toStdout {
-				return usagef(cmd, "give exactly one of --output-file and --stdout: the token is never printed unless asked")
-			}
-			c, err := mgmt.Connect()
+			c, err := cluster.connect(cmd, g, func() error {
+				if (outFile == "") == !toStdout {
+					return usagef(cmd, "give exactly one of --output-file and --stdout: the token is never printed unless asked")
+				}
+				return nil
+			})
 			if err != nil {
 				return err
 			}
-			tok, err := register.ClusterToken(cmd.Context(), c, cluster)
+			tok, err := register.ClusterToken(cmd.Context(), c, cluster.name)
 			if err != nil {
 				return err
 			}
@@ -45,20 +72,18 @@ func newTokenCmd(g *globals) *cobra.Command {
 			if err := os.WriteFile(outFile, append(tok, '\n'), 0o600); err != nil {
 				return fmt.Errorf("writing the token: %w", err)
 			}
-			fmt.Fprintf(g.stderr, "wrote the cluster token of %q to %s (value not shown)\n", cluster, outFile)
+			fmt.Fprintf(g.stderr, "wrote the cluster token of %q to %s (value not shown)\n", cluster.name, outFile)
 			return nil
 		},
 	}
-	mgmt = addSide(cmd, "mgmt", "management")
-	cmd.Flags().StringVar(&cluster, "cluster", "", "the workload cluster's name")
+	cluster = addNamedCluster(cmd)
 	cmd.Flags().StringVar(&outFile, "output-file", "", "write the token to this file (mode 0600)")
 	cmd.Flags().BoolVar(&toStdout, "stdout", false, "print the token")
 	return cmd
 }
 
 func newRevokeCmd(g *globals) *cobra.Command {
-	var mgmt *side
-	var cluster string
+	var cluster *namedCluster
 	var undo bool
 	cmd := &cobra.Command{
 		Use:   "revoke --cluster NAME --mgmt-context A [--undo]",
@@ -68,30 +93,23 @@ func newRevokeCmd(g *globals) *cobra.Command {
 			"re-admits it and bumps tokenGeneration, so it needs its new token (relayctl token or register).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := resolveSides(cmd, g, mgmt); err != nil {
-				return err
-			}
-			if cluster == "" {
-				return usagef(cmd, "--cluster is required")
-			}
-			c, err := mgmt.Connect()
+			c, err := cluster.connect(cmd, g, nil)
 			if err != nil {
 				return err
 			}
-			gen, err := register.Revoke(cmd.Context(), c, cluster, undo)
+			gen, err := register.Revoke(cmd.Context(), c, cluster.name, undo)
 			if err != nil {
 				return err
 			}
 			if undo {
-				fmt.Fprintf(g.stdout, "cluster %q re-admitted with token generation %d; give it its new token (relayctl register, or relayctl token --cluster %s)\n", cluster, gen, cluster)
+				fmt.Fprintf(g.stdout, "cluster %q re-admitted with token generation %d; give it its new token (relayctl register, or relayctl token --cluster %s)\n", cluster.name, gen, cluster.name)
 			} else {
-				fmt.Fprintf(g.stdout, "cluster %q revoked\n", cluster)
+				fmt.Fprintf(g.stdout, "cluster %q revoked\n", cluster.name)
 			}
 			return nil
 		},
 	}
-	mgmt = addSide(cmd, "mgmt", "management")
-	cmd.Flags().StringVar(&cluster, "cluster", "", "the workload cluster's name")
+	cluster = addNamedCluster(cmd)
 	cmd.Flags().BoolVar(&undo, "undo", false, "re-admit the cluster with a new token generation")
 	return cmd
 }

@@ -23,10 +23,22 @@ func newRegisterCmd(g *globals) *cobra.Command {
 		Long: `register copies ca.crt of the management root and the relay identity token to
 the workload cluster (nothing else of the root, and the token is never shown),
 installs the workload side of the mode and waits until the relay client
-certificate is Ready, explaining a failure from the conditions it saw.`,
+certificate is Ready, explaining a failure from the conditions it saw.
+
+--single-use-token makes the cluster's token good for one enrollment: register
+creates the RelayCluster with spec.singleUseToken: true (or sets it on an
+existing one; it never clears it). After the first certificate issued on that
+token, relay-issuer advances the cluster's tokenGeneration, so the token the
+cluster holds, and any copy that leaks later, is worthless; its renewals go by
+proof of possession of its current client certificate. A cluster whose
+certificate lapsed re-enrols with a fresh token: relayctl token --cluster NAME
+(or register again) gives the new generation's. It is for the modes with
+automatic client certificates (mtls-self-signed, mtls-byo-ca) with tokenScope
+PerCluster: in the tls modes the token is also the tunnel credential.`,
 		Example: `  relayctl register --cluster east --mgmt-context mgmt --remote-context east
   relayctl register --cluster east --mgmt-context mgmt --dry-run -o yaml
-  relayctl register --cluster east --mgmt-context mgmt --remote-context east --secrets-only`,
+  relayctl register --cluster east --mgmt-context mgmt --remote-context east --secrets-only
+  relayctl register --cluster east --mgmt-context mgmt --remote-context east --single-use-token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.SecretsOnly = secretsOnly
@@ -38,6 +50,9 @@ certificate is Ready, explaining a failure from the conditions it saw.`,
 			}
 			if err := out.validate(cmd); err != nil {
 				return err
+			}
+			if dryRun && o.SingleUseToken {
+				return usagef(cmd, "--dry-run and --single-use-token conflict: --single-use-token sets spec.singleUseToken on the RelayCluster in the management cluster, which --dry-run does not write; commit the RelayCluster with that field instead")
 			}
 			if dryRun && secretsOnly {
 				return usagef(cmd, "--dry-run and --secrets-only conflict: --secrets-only writes only Secrets, which --dry-run never prints")
@@ -98,6 +113,7 @@ certificate is Ready, explaining a failure from the conditions it saw.`,
 	f.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long to wait for the client certificate")
 	f.BoolVar(&dryRun, "dry-run", false, "print the workload objects instead of writing them; the token Secret is never printed")
 	f.BoolVar(&secretsOnly, "secrets-only", false, "only copy ca.crt of the root (during a root rotation: its trust bundle, and the client certificate is asked to renew now) and the token to the workload cluster (for GitOps installs of the rest, and to bring a cluster that was offline back into a root rotation)")
+	f.BoolVar(&o.SingleUseToken, "single-use-token", false, "the token enrolls once; renewals go by possession of the current client certificate (sets RelayCluster spec.singleUseToken; see above)")
 	out = addOutput(cmd, "with --dry-run: the format of the printed objects", "yaml", "json", "jsonpath")
 	return cmd
 }

@@ -3,8 +3,8 @@
 //	relayctl init --mode M [-o yaml|json]          management-side objects of mode M, printed or applied
 //	relayctl register --cluster NAME --mgmt-context A --remote-context B [--dry-run -o yaml]
 //	                                               connect a workload cluster and wait for its client certificate
-//	relayctl status [--mgmt-context A] [--remote-context B]
-//	                                               issuers and certificates on both sides
+//	relayctl status [--mgmt-context A] [--remote-context B] [-o json]
+//	                                               issuers, certificates and registered clusters on both sides
 //	relayctl check  [--mgmt-context A] [--remote-context B] [--server-addr host:port] [-o json]
 //	                                               validate SANs, chains, bundles, tokens and lifetimes
 //	relayctl version, relayctl completion SHELL

@@ -17,7 +17,8 @@ import (
 )
 
 // output is a command's -o/--output flag: json, yaml or
-// jsonpath=TEMPLATE, as kubectl spells them.
+// jsonpath=TEMPLATE, as kubectl spells them, and on a command whose
+// default is a text report, text.
 type output struct {
 	format  string
 	formats []string
@@ -26,6 +27,15 @@ type output struct {
 func addOutput(cmd *cobra.Command, help string, formats ...string) *output {
 	o := &output{formats: formats}
 	cmd.Flags().StringVarP(&o.format, "output", "o", "", help+" ("+strings.Join(o.names(), "|")+")")
+	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion(o.names()...))
+	return o
+}
+
+// addTextOutput is addOutput for a command that prints a text report by
+// default: -o text, the default, is that report, and the formats are data.
+func addTextOutput(cmd *cobra.Command, help string, formats ...string) *output {
+	o := &output{formats: append([]string{"text"}, formats...)}
+	cmd.Flags().StringVarP(&o.format, "output", "o", "text", help+" ("+strings.Join(o.names(), "|")+")")
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion(o.names()...))
 	return o
 }
@@ -42,6 +52,9 @@ func (o *output) names() []string {
 }
 
 func (o *output) given() bool { return o.format != "" }
+
+// data reports whether the chosen format is data rather than the text report.
+func (o *output) data() bool { return o.format != "" && o.format != "text" }
 
 // validate refuses a format the command does not print.
 func (o *output) validate(cmd *cobra.Command) error {

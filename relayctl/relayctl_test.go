@@ -3,8 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +25,12 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
 	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/relayctl/internal/check"
+	"github.com/relaytls/relaytls/relayctl/internal/status"
 )
 
 const (
@@ -251,6 +262,145 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		}
 	})
 
+	t.Run("status -o json", func(t *testing.T) {
+		code, stdout, stderr := cli(t, "status", mk, wk, "-o", "json")
+		if code != exitOK {
+			t.Fatalf("exit %d\n%s", code, stderr)
+		}
+		t.Logf("relayctl status -o json:\n%s", stdout)
+		st := decodeStatus(t, stdout)
+		m, w := st.Management, st.Workload
+		if m == nil || w == nil {
+			t.Fatalf("want both sides, got:\n%s", stdout)
+		}
+		if m.Role != "management" || m.Mode != "mtls-self-signed" || m.Namespace != ns || w.Role != "workload" || w.Cluster != "east" {
+			t.Errorf("sides: management %s/%s in %s, workload %s cluster %q", m.Role, m.Mode, m.Namespace, w.Role, w.Cluster)
+		}
+		if iss := findIssuer(m.Issuers, "relay"); iss == nil || iss.Kind != "ca" || iss.Ready != "True" || iss.Stale {
+			t.Errorf("management issuer relay: %+v", iss)
+		}
+		if iss := findIssuer(w.Issuers, "relay"); iss == nil || iss.Kind != "remote" || iss.Endpoint != endpointAddr || iss.Ready != "True" {
+			t.Errorf("workload issuer relay: %+v", iss)
+		}
+		leaf := clientLeaf(t, wl)
+		var crt *status.Certificate
+		for i := range w.Certificates {
+			if w.Certificates[i].Name == "relay-client" {
+				crt = &w.Certificates[i]
+			}
+		}
+		if crt == nil || crt.SecretName != "relay-tls-client-secret" || crt.Ready != "True" || crt.Serial != fmt.Sprintf("%x", leaf.SerialNumber) ||
+			crt.NotAfter == nil || !crt.NotAfter.Time.Equal(leaf.NotAfter) {
+			t.Errorf("workload certificate relay-client: %+v; the Secret's leaf has serial %x, NotAfter %s", crt, leaf.SerialNumber, leaf.NotAfter)
+		}
+		if w.Clusters != nil {
+			t.Errorf("a workload side lists clusters: %+v", w.Clusters)
+		}
+		if len(m.Clusters) != 1 {
+			t.Fatalf("management clusters: %+v, want east alone", m.Clusters)
+		}
+		east := m.Clusters[0]
+		mroot, err := check.Roots(getSecret(t, mgmt, "relay-root-tls-secret").Data["ca.crt"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(mroot[0].Raw)
+		if east.Name != "east" || east.TokenGeneration != 1 || east.Revoked || east.SingleUseToken || east.Registered != "True" || east.Enrolled != "True" ||
+			east.LastCertificateSerial != fmt.Sprintf("%x", leaf.SerialNumber) || !slices.Contains(east.LastTrustBundle, hex.EncodeToString(sum[:])) {
+			t.Errorf("RelayCluster east: %+v; want generation 1, registered, enrolled, serial %x, given root %x", east, leaf.SerialNumber, sum)
+		}
+		if len(m.Warnings) != 0 || len(w.Warnings) != 0 {
+			t.Errorf("a healthy setup has warnings: %+v %+v", m.Warnings, w.Warnings)
+		}
+		// Text stays the default and lists the same cluster.
+		code, stdout, _ = cli(t, "status", mk, "-o", "text")
+		if code != exitOK || !strings.Contains(stdout, "role management") || strings.HasPrefix(stdout, "{") {
+			t.Errorf("-o text: exit %d\n%s", code, stdout)
+		}
+	})
+
+	t.Run("register --single-use-token sets the field", func(t *testing.T) {
+		// The Secrets go to a scratch namespace of the workload cluster, so
+		// that east's stay as they are.
+		scratch := "--remote-namespace=scratch"
+		singleUse := func(name string) bool {
+			t.Helper()
+			var rc relayv1.RelayCluster
+			if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &rc); err != nil {
+				t.Fatalf("RelayCluster %s: %v", name, err)
+			}
+			return rc.Spec.SingleUseToken
+		}
+		out, err := relayctl(t, "register", "--cluster", "north", mk, wk, scratch, "--secrets-only", "--single-use-token")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !singleUse("north") || !strings.Contains(out, `registered cluster "north"`) || !strings.Contains(out, "single-use token: it enrolls once") {
+			t.Errorf("a new RelayCluster north without spec.singleUseToken, or no word of it; register said:\n%s", out)
+		}
+		// An existing RelayCluster gets the field set; without the flag it is left alone.
+		out, err = relayctl(t, "register", "--cluster", "south", mk, wk, scratch, "--secrets-only")
+		if err != nil || singleUse("south") {
+			t.Fatalf("register without --single-use-token made south single-use, or failed: %v\n%s", err, out)
+		}
+		out, err = relayctl(t, "register", "--cluster", "south", mk, wk, scratch, "--secrets-only", "--single-use-token")
+		if err != nil || !singleUse("south") || !strings.Contains(out, "set spec.singleUseToken on RelayCluster "+ns+"/south") {
+			t.Errorf("the existing RelayCluster south did not get spec.singleUseToken: %v\n%s", err, out)
+		}
+		if out, err = relayctl(t, "register", "--cluster", "south", mk, wk, scratch, "--secrets-only"); err != nil || !singleUse("south") {
+			t.Errorf("register without the flag cleared south's spec.singleUseToken: %v\n%s", err, out)
+		}
+		// status shows it, as data and as text.
+		code, stdout, stderr := cli(t, "status", mk, "-o", "json")
+		if code != exitOK {
+			t.Fatalf("status -o json: exit %d\n%s", code, stderr)
+		}
+		got := map[string]bool{}
+		for _, c := range decodeStatus(t, stdout).Management.Clusters {
+			got[c.Name] = c.SingleUseToken
+		}
+		if want := map[string]bool{"east": false, "north": true, "south": true}; !maps.Equal(got, want) {
+			t.Errorf("status -o json clusters' singleUseToken %v, want %v", got, want)
+		}
+		if out, err := relayctl(t, "status", mk); err != nil || !strings.Contains(out, "1/single-use") {
+			t.Errorf("status text does not mark the single-use clusters: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("token and revoke", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "north.token")
+		out, err := relayctl(t, "token", "--cluster", "north", mk, "--output-file", f)
+		if err != nil || !strings.Contains(out, `wrote the cluster token of "north" to `+f) {
+			t.Fatalf("relayctl token: %v\n%s", err, out)
+		}
+		root, err := proof.ParseToken(token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := proof.ClusterToken(root, "north", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(f); err != nil || string(b) != string(want)+"\n" || strings.Contains(out, string(want)) {
+			t.Errorf("the token file does not hold north's generation-1 token, or the output shows it: %v", err)
+		}
+		generation := func() (int64, bool) {
+			var rc relayv1.RelayCluster
+			if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "north"}, &rc); err != nil {
+				t.Fatal(err)
+			}
+			return rc.TokenGeneration(), rc.Spec.Revoked
+		}
+		out, err = relayctl(t, "revoke", "--cluster", "north", mk)
+		if gen, revoked := generation(); err != nil || !revoked || gen != 1 || !strings.Contains(out, `cluster "north" revoked`) {
+			t.Errorf("revoke: generation %d, revoked %t, %v\n%s", gen, revoked, err, out)
+		}
+		out, err = relayctl(t, "revoke", "--cluster", "north", mk, "--undo")
+		if gen, revoked := generation(); err != nil || revoked || gen != 2 || !strings.Contains(out, `cluster "north" re-admitted with token generation 2`) {
+			t.Errorf("revoke --undo: generation %d, revoked %t, %v\n%s", gen, revoked, err, out)
+		}
+	})
+
 	dial := "--server-addr=" + serverName + ":9000"
 	t.Run("check passes the correct setup", func(t *testing.T) {
 		out, err := relayctl(t, "check", mk, wk, dial)
@@ -310,6 +460,32 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		}
 	})
 
+	t.Run("status -o json warns of the failing issuer", func(t *testing.T) {
+		code, stdout, stderr := cli(t, "status", wk, "-o", "json")
+		if code != exitOK {
+			t.Fatalf("exit %d\n%s", code, stderr)
+		}
+		w := decodeStatus(t, stdout).Workload
+		if w == nil || len(w.Warnings) == 0 {
+			t.Fatalf("want a warning for RelayIssuer relay (wrong server name), got:\n%s", stdout)
+		}
+		found := false
+		for _, wn := range w.Warnings {
+			found = found || wn.Object == "RelayIssuer/relay" && strings.Contains(wn.Message, "relay.wrong.test")
+		}
+		if !found {
+			t.Errorf("no warning on RelayIssuer/relay naming relay.wrong.test: %+v", w.Warnings)
+		}
+		if iss := findIssuer(w.Issuers, "relay"); iss == nil || iss.Ready != "False" {
+			t.Errorf("workload issuer relay: %+v, want Ready False", iss)
+		}
+		// An unreadable cluster is named in the data, and the exit is 1.
+		code, stdout, _ = cli(t, "status", wk, "--remote-namespace", "elsewhere", "-o", "json")
+		if r := decodeStatus(t, stdout).Workload; code != exitFailed || r == nil || !strings.Contains(r.Error, "no ConfigMap elsewhere/relaytls-config") || r.Namespace != "elsewhere" {
+			t.Errorf("unreadable cluster: exit %d, output:\n%s", code, stdout)
+		}
+	})
+
 	t.Run("check flags a reserved server Secret name", func(t *testing.T) {
 		var cm corev1.ConfigMap
 		if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "relaytls-config"}, &cm); err != nil {
@@ -324,6 +500,44 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		out, err := relayctl(t, "check", mk, dial)
 		mustFail(t, out, err, "ERROR    reserved-name", "reserved for the self-signed modes", "relay-server-tls-secret-custom")
 	})
+}
+
+// statusData is status -o json as a user's program reads it.
+type statusData struct {
+	Management, Workload *struct {
+		status.Report
+		Error string `json:"error"`
+	}
+}
+
+func decodeStatus(t *testing.T, out string) statusData {
+	t.Helper()
+	var st statusData
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
+		t.Fatalf("status -o json does not decode: %v\n%s", err, out)
+	}
+	return st
+}
+
+func findIssuer(l []status.Issuer, name string) *status.Issuer {
+	for i := range l {
+		if l[i].Name == name {
+			return &l[i]
+		}
+	}
+	return nil
+}
+
+// clientLeaf is the leaf of the workload cluster's relay client Secret.
+func clientLeaf(t *testing.T, wl *localcluster.Cluster) *x509.Certificate {
+	t.Helper()
+	chain, err := check.Roots(getSecret(t, wl, "relay-tls-client-secret").Data["tls.crt"])
+	if err != nil || len(chain) == 0 {
+		t.Fatalf("client Secret tls.crt: %v", err)
+	}
+	return chain[0]
 }
 
 func keys(m map[string][]byte) []string {

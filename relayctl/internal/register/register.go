@@ -60,6 +60,11 @@ type Options struct {
 	// SecretsOnly: only the two Secrets are copied, so no endpoint is
 	// needed or derived.
 	SecretsOnly bool
+	// SingleUseToken sets spec.singleUseToken on the cluster's RelayCluster
+	// (created with it, or set on an existing one): the token enrolls once,
+	// relay-issuer advances the generation after the first certificate and
+	// renewals go by possession of the current certificate.
+	SingleUseToken bool
 }
 
 // Validate checks the options that need no cluster.
@@ -102,10 +107,12 @@ type Plan struct {
 	// Shared it is the root token itself.
 	token []byte
 	// mgmt, cluster and record: the management cluster gets a RelayCluster
-	// for the workload cluster when it has none.
-	mgmt    *kube.Conn
-	cluster string
-	record  bool
+	// for the workload cluster when it has none. singleUse: that
+	// RelayCluster has (or, with setSingleUse, is given) spec.singleUseToken.
+	mgmt                    *kube.Conn
+	cluster                 string
+	record                  bool
+	singleUse, setSingleUse bool
 	// Namespace of the workload side, for DryRun (empty: the default).
 	Namespace string
 	// Rotation names the root rotation under way on the management issuer
@@ -145,83 +152,170 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case mode.Name == "insecure":
-		return nil, fmt.Errorf("mode insecure has nothing to register: start the agent's relay-sidecar with --mode=insecure --cluster=%s", o.Cluster)
-	case !mode.Token:
-		return nil, fmt.Errorf("mode %s uses no tokens and has nothing to copy: create Secrets %s and %s in the workload cluster from your PKI, then run relayctl check", mode.Name, modes.RootSecret, modes.BYOClientSecret)
+	if err := registrable(mode, o.Cluster); err != nil {
+		return nil, err
 	}
-	rootName := cfg["rootSecret"]
-	if rootName == "" {
-		rootName = modes.RootSecret
+	p := &Plan{Mode: mode, mgmt: mgmt, cluster: o.Cluster, singleUse: o.SingleUseToken}
+	if err := p.readTrustBundle(ctx, cfg); err != nil {
+		return nil, err
 	}
-	tokenName := cfg["tokenSecret"]
-	if tokenName == "" {
-		tokenName = modes.TokenSecret
-	}
-	get := func(name, key, what string) ([]byte, error) {
-		var s corev1.Secret
-		if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: name}, &s); err != nil {
-			if apierrors.IsNotFound(err) {
-				return nil, fmt.Errorf("%s: Secret %s/%s (%s) does not exist yet; in the self-signed modes cert-manager and relay-issuer create it shortly after install (see relayctl status)", mgmt.Name, mgmt.Namespace, name, what)
-			}
-			return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", mgmt.Name, mgmt.Namespace, name, err)
-		}
-		if len(s.Data[key]) == 0 {
-			return nil, fmt.Errorf("%s: Secret %s/%s has no key %s (%s)", mgmt.Name, mgmt.Namespace, name, key, what)
-		}
-		return s.Data[key], nil
-	}
-	root, err := get(rootName, "ca.crt", "the root CA certificate")
+	rootToken, err := managementToken(ctx, mgmt, cfg)
 	if err != nil {
 		return nil, err
 	}
+	shared := sharedScope(ctx, mgmt)
+	if o.SingleUseToken {
+		if err := singleUsable(mgmt, mode, shared); err != nil {
+			return nil, err
+		}
+	}
+	gen, err := p.readRecord(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.deriveToken(rootToken, shared, gen); err != nil {
+		return nil, err
+	}
+	p.Objects, err = workloadObjects(ctx, mgmt, mode, o)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// registrable refuses the modes that have nothing to register.
+func registrable(mode modes.Mode, cluster string) error {
+	switch {
+	case mode.Name == "insecure":
+		return fmt.Errorf("mode insecure has nothing to register: start the agent's relay-sidecar with --mode=insecure --cluster=%s", cluster)
+	case !mode.Token:
+		return fmt.Errorf("mode %s uses no tokens and has nothing to copy: create Secrets %s and %s in the workload cluster from your PKI, then run relayctl check", mode.Name, modes.RootSecret, modes.BYOClientSecret)
+	}
+	return nil
+}
+
+// secretKey reads key of the management cluster's Secret name; what says
+// what it holds, for the errors.
+func secretKey(ctx context.Context, mgmt *kube.Conn, name, key, what string) ([]byte, error) {
+	var s corev1.Secret
+	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: name}, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%s: Secret %s/%s (%s) does not exist yet; in the self-signed modes cert-manager and relay-issuer create it shortly after install (see relayctl status)", mgmt.Name, mgmt.Namespace, name, what)
+		}
+		return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", mgmt.Name, mgmt.Namespace, name, err)
+	}
+	if len(s.Data[key]) == 0 {
+		return nil, fmt.Errorf("%s: Secret %s/%s has no key %s (%s)", mgmt.Name, mgmt.Namespace, name, key, what)
+	}
+	return s.Data[key], nil
+}
+
+// configName is the Secret name relaytls-config gives under key, else def.
+func configName(cfg map[string]string, key, def string) string {
+	if cfg[key] == "" {
+		return def
+	}
+	return cfg[key]
+}
+
+// readTrustBundle sets RootCA: the management root's ca.crt, or during a
+// root rotation its trust bundle (and Rotation its name).
+func (p *Plan) readTrustBundle(ctx context.Context, cfg map[string]string) error {
+	mgmt := p.mgmt
+	rootName := configName(cfg, "rootSecret", modes.RootSecret)
+	root, err := secretKey(ctx, mgmt, rootName, "ca.crt", "the root CA certificate")
+	if err != nil {
+		return err
+	}
 	if _, err := check.Roots(root); err != nil {
-		return nil, fmt.Errorf("%s: Secret %s/%s ca.crt is not PEM certificates: %v", mgmt.Name, mgmt.Namespace, rootName, err)
+		return fmt.Errorf("%s: Secret %s/%s ca.crt is not PEM certificates: %v", mgmt.Name, mgmt.Namespace, rootName, err)
 	}
 	rotation, bundle, err := rotationBundle(ctx, mgmt)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if bundle != nil {
 		root = bundle
 	}
-	rawToken, err := get(tokenName, "token", "the relay identity token")
+	p.RootCA, p.Rotation = root, rotation
+	return nil
+}
+
+// managementToken reads the management root token from the Secret
+// relaytls-config names.
+func managementToken(ctx context.Context, mgmt *kube.Conn, cfg map[string]string) (proof.Token, error) {
+	tokenName := configName(cfg, "tokenSecret", modes.TokenSecret)
+	rawToken, err := secretKey(ctx, mgmt, tokenName, "token", "the relay identity token")
 	if err != nil {
 		return nil, err
 	}
-	if _, err := proof.ParseToken(rawToken); err != nil {
+	rootToken, err := proof.ParseToken(rawToken)
+	if err != nil {
 		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, mgmt.Namespace, tokenName, err)
 	}
-	rootToken, _ := proof.ParseToken(rawToken)
-	p := &Plan{Mode: mode, RootCA: root, mgmt: mgmt, cluster: o.Cluster, Rotation: rotation}
-	gen := proof.DefaultGeneration
+	return rootToken, nil
+}
+
+// singleUsable refuses --single-use-token where a token must stay valid
+// or is not the cluster's own.
+func singleUsable(mgmt *kube.Conn, mode modes.Mode, shared bool) error {
+	switch {
+	case !mode.AutoClient:
+		return fmt.Errorf("--single-use-token: mode %s uses the token as the tunnel credential, which must stay valid; single-use tokens are for the modes with automatic client certificates (mtls-self-signed, mtls-byo-ca)", mode.Name)
+	case shared:
+		return fmt.Errorf("--single-use-token: %s's issuer %s/%s has tokenScope Shared, where every cluster holds the root token; single-use tokens need PerCluster (relayctl migrate-scope)", mgmt.Name, mgmt.Namespace, modes.RelayIssuerName)
+	}
+	return nil
+}
+
+// readRecord reads the cluster's RelayCluster: it returns the token
+// generation, refuses a revoked cluster, and notes whether the record is to
+// be created, or its spec.singleUseToken set.
+func (p *Plan) readRecord(ctx context.Context) (int64, error) {
+	mgmt := p.mgmt
 	var rc relayv1.RelayCluster
-	switch err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: o.Cluster}, &rc); {
+	switch err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: p.cluster}, &rc); {
 	case err == nil:
 		if rc.Spec.Revoked {
-			return nil, fmt.Errorf("%s: cluster %q is revoked (RelayCluster %s/%s has spec.revoked: true); to re-admit it, set revoked: false and bump spec.tokenGeneration, then register again", mgmt.Name, o.Cluster, mgmt.Namespace, o.Cluster)
+			return 0, fmt.Errorf("%s: cluster %q is revoked (RelayCluster %s/%s has spec.revoked: true); to re-admit it, set revoked: false and bump spec.tokenGeneration, then register again", mgmt.Name, p.cluster, mgmt.Namespace, p.cluster)
 		}
-		gen = rc.TokenGeneration()
+		p.setSingleUse = p.singleUse && !rc.Spec.SingleUseToken
+		return rc.TokenGeneration(), nil
 	case apierrors.IsNotFound(err):
 		p.record = true
 	case meta.IsNoMatchError(err):
 		// An older install without the RelayCluster CRD: nothing to record.
-	default:
-		return nil, fmt.Errorf("%s: reading RelayCluster %s/%s: %w", mgmt.Name, mgmt.Namespace, o.Cluster, err)
-	}
-	if sharedScope(ctx, mgmt) {
-		p.token = []byte(rootToken)
-	} else {
-		ct, err := proof.ClusterToken(rootToken, o.Cluster, gen)
-		if err != nil {
-			return nil, err
+		if p.singleUse {
+			return 0, fmt.Errorf("--single-use-token: %s has no RelayCluster CRD to record it on; upgrade the install", mgmt.Name)
 		}
-		p.token = []byte(ct)
+	default:
+		return 0, fmt.Errorf("%s: reading RelayCluster %s/%s: %w", mgmt.Name, mgmt.Namespace, p.cluster, err)
 	}
+	return proof.DefaultGeneration, nil
+}
 
+// deriveToken sets the token the workload cluster gets: its own cluster
+// token of generation gen, or under tokenScope Shared the root token.
+func (p *Plan) deriveToken(rootToken proof.Token, shared bool, gen int64) error {
+	if shared {
+		p.token = []byte(rootToken)
+		return nil
+	}
+	ct, err := proof.ClusterToken(rootToken, p.cluster, gen)
+	if err != nil {
+		return err
+	}
+	p.token = []byte(ct)
+	return nil
+}
+
+// workloadObjects are the workload profile's objects of mode, with the
+// cluster's name and the endpoint (derived from the management Service
+// when not given and needed).
+func workloadObjects(ctx context.Context, mgmt *kube.Conn, mode modes.Mode, o Options) ([]*unstructured.Unstructured, error) {
 	endpoint := o.Endpoint
 	if mode.AutoClient && endpoint == "" && !o.SecretsOnly {
+		var err error
 		endpoint, err = endpointFromService(ctx, mgmt)
 		if err != nil {
 			return nil, err
@@ -236,8 +330,7 @@ func Prepare(ctx context.Context, mgmt *kube.Conn, o Options) (*Plan, error) {
 			return nil, err
 		}
 	}
-	p.Objects = objs
-	return p, nil
+	return objs, nil
 }
 
 // adjust replaces the profile's example cluster name and endpoint.
@@ -450,18 +543,44 @@ func sharedScope(ctx context.Context, mgmt *kube.Conn) bool {
 }
 
 // recordCluster creates the workload cluster's RelayCluster in the
-// management cluster when it has none (an existing one is never changed).
+// management cluster when it has none. An existing one is changed only to
+// set spec.singleUseToken when asked (never to clear it).
 func (p *Plan) recordCluster(ctx context.Context, progress io.Writer) error {
-	if !p.record || p.mgmt == nil {
+	if p.mgmt == nil {
+		return nil
+	}
+	if p.setSingleUse {
+		return p.setSingleUseToken(ctx, progress)
+	}
+	if !p.record {
 		return nil
 	}
 	rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: p.mgmt.Namespace, Name: p.cluster,
-		Labels: map[string]string{"app.kubernetes.io/managed-by": "relayctl"}}}
+		Labels: map[string]string{"app.kubernetes.io/managed-by": "relayctl"}},
+		Spec: relayv1.RelayClusterSpec{SingleUseToken: p.singleUse}}
 	if err := p.mgmt.Client.Create(ctx, rc); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("%s: creating RelayCluster %s/%s: %w", p.mgmt.Name, p.mgmt.Namespace, p.cluster, err)
 	}
-	fmt.Fprintf(progress, "  registered cluster %q: RelayCluster %s/%s in the management cluster\n", p.cluster, p.mgmt.Namespace, p.cluster)
+	fmt.Fprintf(progress, "  registered cluster %q: RelayCluster %s/%s in the management cluster%s\n", p.cluster, p.mgmt.Namespace, p.cluster, p.singleUseNote())
 	return nil
+}
+
+// setSingleUseToken sets spec.singleUseToken on the existing RelayCluster.
+func (p *Plan) setSingleUseToken(ctx context.Context, progress io.Writer) error {
+	rc := &relayv1.RelayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: p.mgmt.Namespace, Name: p.cluster}}
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"singleUseToken":true}}`))
+	if err := p.mgmt.Client.Patch(ctx, rc, patch); err != nil {
+		return fmt.Errorf("%s: setting spec.singleUseToken on RelayCluster %s/%s: %w", p.mgmt.Name, p.mgmt.Namespace, p.cluster, err)
+	}
+	fmt.Fprintf(progress, "  cluster %q: set spec.singleUseToken on RelayCluster %s/%s%s\n", p.cluster, p.mgmt.Namespace, p.cluster, p.singleUseNote())
+	return nil
+}
+
+func (p *Plan) singleUseNote() string {
+	if !p.singleUse {
+		return ""
+	}
+	return " (single-use token: it enrolls once, then renewals go by possession of the client certificate)"
 }
 
 // Apply installs the workload side, copies the Secrets and, in the modes
