@@ -302,7 +302,23 @@ func (r *Report) Print(w io.Writer) error {
 		printRotation(w, iss)
 	}
 
-	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	if err := r.printCertificates(w); err != nil {
+		return err
+	}
+	if r.Clusters != nil {
+		if err := r.printClusters(w); err != nil {
+			return err
+		}
+	}
+	for _, wn := range r.Warnings {
+		fmt.Fprintf(w, "  warning: %s: %s\n", wn.Object, wn.Message)
+	}
+	return nil
+}
+
+// printCertificates lists the Certificates.
+func (r *Report) printCertificates(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  CERTIFICATE\tSECRET\tREADY\tSERIAL\tEXPIRES\tRENEWS\tLAST RENEWAL")
 	for _, crt := range r.Certificates {
 		serial, exp, renew, last := "-", "-", "-", "-"
@@ -326,18 +342,7 @@ func (r *Report) Print(w io.Writer) error {
 	if len(r.Certificates) == 0 {
 		fmt.Fprintln(tw, "  (none)\t\t\t\t\t\t")
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if r.Clusters != nil {
-		if err := r.printClusters(w); err != nil {
-			return err
-		}
-	}
-	for _, wn := range r.Warnings {
-		fmt.Fprintf(w, "  warning: %s: %s\n", wn.Object, wn.Message)
-	}
-	return nil
+	return tw.Flush()
 }
 
 func (r *Report) expires(t *metav1.Time) string {
