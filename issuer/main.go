@@ -14,7 +14,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/go-logr/logr"
 	ratelimit "golang.org/x/time/rate"
@@ -105,11 +104,11 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", `listen address of the Prometheus metrics endpoint ("0" disables)`)
 	fs.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", `listen address of /healthz and /readyz ("0" disables)`)
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect a leader so that only one replica signs")
-	fs.StringVar(&o.LeaderElectionID, "leader-election-id", "relay-issuer.relaytls.io", "name of the leader election Lease")
-	fs.DurationVar(&o.MaxRetryDuration, "max-retry-duration", 2*time.Minute, "how long a retryable signing error is retried before the request fails")
+	fs.StringVar(&o.LeaderElectionID, "leader-election-id", app.DefaultLeaderElectionID, "name of the leader election Lease")
+	fs.DurationVar(&o.MaxRetryDuration, "max-retry-duration", app.DefaultMaxRetryDuration, "how long a retryable signing error is retried before the request fails")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.IntVar(&o.Workers, "workers", 4, "concurrent reconciles per controller")
-	fs.DurationVar(&o.MaxBackoff, "max-backoff", 30*time.Second, "longest wait before an issuer or request whose check or signing failed is tried again")
+	fs.IntVar(&o.Workers, "workers", app.DefaultWorkers, "concurrent reconciles per controller")
+	fs.DurationVar(&o.MaxBackoff, "max-backoff", app.DefaultMaxBackoff, "longest wait before an issuer or request whose check or signing failed is tried again")
 
 	is := &app.Issuance{}
 	var rate float64

@@ -36,6 +36,14 @@ import (
 	"github.com/relaytls/relaytls/issuer/signer"
 )
 
+// The defaults of the options that have one, also the flags' defaults.
+const (
+	DefaultLeaderElectionID = "relay-issuer.relaytls.io"
+	DefaultWorkers          = 4
+	DefaultMaxBackoff       = 30 * time.Second
+	DefaultMaxRetryDuration = 2 * time.Minute
+)
+
 // Options configure relay-issuer.
 type Options struct {
 	// Namespace is the namespace relay-issuer runs in. Its Secrets are
@@ -99,13 +107,13 @@ func (o *Options) Validate() error {
 		o.ClusterResourceNamespace = o.Namespace
 	}
 	if o.LeaderElectionID == "" {
-		o.LeaderElectionID = "relay-issuer.relaytls.io"
+		o.LeaderElectionID = DefaultLeaderElectionID
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = DefaultWorkers
 	}
 	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 30 * time.Second
+		o.MaxBackoff = DefaultMaxBackoff
 	}
 	if is := o.Issuance; is != nil {
 		if is.ListenAddr == "" && is.Listener == nil {
