@@ -22,7 +22,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,6 +32,7 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 
 	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/test/poll"
 )
 
 // waitTimeout bounds every wait for cert-manager to act.
@@ -354,10 +354,10 @@ func waitCertificateReady(t *testing.T, c *localcluster.Cluster, ns, name string
 func waitFor(t *testing.T, what string, cond func(context.Context) (bool, error)) {
 	t.Helper()
 	begin := time.Now()
-	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, waitTimeout, true, cond)
-	if err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
+	poll.EventuallyEvery(t, 50*time.Millisecond, waitTimeout, what, func(ctx context.Context) (bool, string, error) {
+		ok, err := cond(ctx)
+		return ok, "", err
+	})
 	t.Logf("%s: %s", what, time.Since(begin).Round(time.Millisecond))
 }
 

@@ -1,20 +1,17 @@
 package relayapp
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/relaytls/relaytls/test/poll"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.EventuallyEvery(t, 10*time.Millisecond, 20*time.Second, what, poll.Seen(func(context.Context) (bool, string) { return cond(), "" }))
 }
 
 func TestHeartbeatsBothWaysAndBreaks(t *testing.T) {

@@ -17,7 +17,6 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
@@ -27,6 +26,7 @@ import (
 	"github.com/relaytls/relaytls/e2e/provider"
 	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/endpoint"
+	"github.com/relaytls/relaytls/test/poll"
 )
 
 const (
@@ -109,19 +109,10 @@ func setUp(t *testing.T, m harness.Mode) *env {
 	return e
 }
 
-// eventually polls cond every 100ms until it holds, failing t at the
-// deadline with the last observation.
+// eventually is poll.Eventually for a condition that cannot fail.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
-	var last string
-	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, seen := cond(ctx)
-		last = seen
-		return ok, nil
-	})
-	if err != nil {
-		t.Fatalf("waiting for %s: %v; last seen: %s", what, err, last)
-	}
+	poll.Eventually(t, timeout, what, poll.Seen(cond))
 }
 
 // heartbeatsAdvance waits until both sides received n more heartbeats.

@@ -18,7 +18,6 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
@@ -26,6 +25,7 @@ import (
 	"github.com/relaytls/relaytls/e2e/localcluster"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/app"
+	"github.com/relaytls/relaytls/test/poll"
 )
 
 const ns = "relaytls-system"
@@ -126,34 +126,8 @@ func startManagement(t *testing.T) *localcluster.Cluster {
 	return c
 }
 
-// eventually polls cond until it is true, fails the test at the deadline
-// with the last observation.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) {
-	t.Helper()
-	var last string
-	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, seen, err := cond(ctx)
-		last = seen
-		return ok, err
-	})
-	if err != nil {
-		t.Fatalf("waiting for %s: %v; last seen: %s", what, err, last)
-	}
-}
-
-// consistently polls cond for the whole duration and fails the test the first
-// time it is false: for things that must never happen.
-func consistently(t *testing.T, d time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		ok, seen, err := cond(t.Context())
-		if err != nil || !ok {
-			t.Fatalf("%s: %v %s", what, err, seen)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+// The waits of every suite (test/poll).
+var eventually, consistently = poll.Eventually, poll.Consistently
 
 func createSecret(t *testing.T, c *localcluster.Cluster, name string, data map[string][]byte) {
 	t.Helper()
