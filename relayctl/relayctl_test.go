@@ -24,13 +24,13 @@ import (
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
-	"github.com/relaytls/relaytls/e2e/localcluster"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/relayctl/internal/check"
 	"github.com/relaytls/relaytls/relayctl/internal/status"
+	"github.com/relaytls/relaytls/test/localcluster"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 const (

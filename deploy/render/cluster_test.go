@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/relaytls/relaytls/deploy/render"
-	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/test/localcluster"
 )
 
 // chartConfig is one chart configuration that is rendered, checked and

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/relaytls/relaytls/deploy/render"
-	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/test/localcluster"
 )
 
 // TestKubeconform validates the chart rendered with every ci/ values file

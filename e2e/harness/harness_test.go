@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 func TestLeaksFindsTokensAndKeys(t *testing.T) {

@@ -28,10 +28,10 @@ import (
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/provider"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/test/kubeletdir"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // Names an installation uses: the profiles' namespace and server name, and

@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
+	"github.com/relaytls/relaytls/test/kubeletdir"
 )
 
 // Projector keeps a kubelet-style directory in step with one Secret, as the

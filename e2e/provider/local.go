@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
-	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/test/localcluster"
 )
 
 // Local starts real kube-apiserver and etcd processes with cert-manager's

@@ -16,11 +16,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
-	"github.com/relaytls/relaytls/e2e/faultproxy"
 	"github.com/relaytls/relaytls/e2e/harness"
 	"github.com/relaytls/relaytls/e2e/provider"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/signer"
+	"github.com/relaytls/relaytls/test/faultproxy"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // rotationName is the name the e2e root rotation runs under.

@@ -20,13 +20,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
-	"github.com/relaytls/relaytls/e2e/faultproxy"
 	"github.com/relaytls/relaytls/e2e/harness"
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/provider"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/endpoint"
+	"github.com/relaytls/relaytls/test/faultproxy"
+	"github.com/relaytls/relaytls/test/kubeletdir"
 	"github.com/relaytls/relaytls/test/poll"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 const (

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 func TestVerifyClient(t *testing.T) {

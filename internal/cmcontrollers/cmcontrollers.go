@@ -1,6 +1,6 @@
 // Package cmcontrollers is the one list of cert-manager controllers that
 // relaytls runs from cert-manager's public packages: in the local test
-// clusters (e2e/localcluster) and in the controller image built for kind
+// clusters (test/localcluster) and in the controller image built for kind
 // (hack/images/cert-manager/controller). Importing it registers them.
 //
 // The set is the whole Certificate lifecycle, the approver, the CA and

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/test/kubeletdir"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 type fixture struct {

@@ -12,9 +12,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/issuance"
 	"github.com/relaytls/relaytls/issuer/policy"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 func withPeer(certs ...*x509.Certificate) context.Context {

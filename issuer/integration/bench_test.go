@@ -30,12 +30,12 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
-	"github.com/relaytls/relaytls/e2e/localcluster"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	"github.com/relaytls/relaytls/test/kubeletdir"
+	"github.com/relaytls/relaytls/test/localcluster"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // TestBenchEnrollment measures N simulated workload clusters enrolling at

@@ -27,16 +27,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
-	"github.com/relaytls/relaytls/e2e/localcluster"
 	"github.com/relaytls/relaytls/internal/clusterlist"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/issuer/issuance"
 	"github.com/relaytls/relaytls/issuer/policy"
 	"github.com/relaytls/relaytls/issuer/signer"
+	"github.com/relaytls/relaytls/test/kubeletdir"
+	"github.com/relaytls/relaytls/test/localcluster"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 const serverName = "relay.mgmt.test"

@@ -26,10 +26,10 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/clusterlist"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/controller"
 	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 const (

@@ -22,11 +22,11 @@ import (
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
-	"github.com/relaytls/relaytls/e2e/localcluster"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/controller"
 	"github.com/relaytls/relaytls/issuer/signer"
+	"github.com/relaytls/relaytls/test/localcluster"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // rotation drives one management cluster's RelayIssuer through a root

@@ -22,9 +22,9 @@ import (
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
-	"github.com/relaytls/relaytls/e2e/localcluster"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/app"
+	"github.com/relaytls/relaytls/test/localcluster"
 	"github.com/relaytls/relaytls/test/poll"
 )
 

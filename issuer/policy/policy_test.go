@@ -17,7 +17,7 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 func mustKey[K crypto.Signer](k K, err error) crypto.Signer {

@@ -20,13 +20,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/creds"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/server"
+	"github.com/relaytls/relaytls/test/kubeletdir"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // Upstream protocol: the first byte picks the behaviour.

@@ -16,11 +16,11 @@ import (
 
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/creds"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/resume"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/server"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // extraAgent starts a second agent sidecar for another cluster (mtls: with

@@ -16,15 +16,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/e2e/relayapp"
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/server"
+	"github.com/relaytls/relaytls/test/kubeletdir"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 const (

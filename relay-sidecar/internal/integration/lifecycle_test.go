@@ -14,11 +14,11 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/relaytls/relaytls/e2e/faultproxy"
 	"github.com/relaytls/relaytls/e2e/relayapp"
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/server"
+	"github.com/relaytls/relaytls/test/faultproxy"
 )
 
 func TestServerClosesAtClientCertExpiryAndAgentRecovers(t *testing.T) {

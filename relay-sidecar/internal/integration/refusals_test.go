@@ -18,8 +18,8 @@ import (
 
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // mdCreds sends fixed metadata, or computes a proof for the connection and

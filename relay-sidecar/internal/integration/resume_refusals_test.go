@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/relaytls/relaytls/internal/access"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/server"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // relayClient is a hand-made agent connection (mtls with cert).

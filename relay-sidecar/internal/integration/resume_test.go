@@ -8,9 +8,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/relaytls/relaytls/e2e/faultproxy"
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
+	"github.com/relaytls/relaytls/test/faultproxy"
 )
 
 func resumes(m *metrics.Metrics, result string) float64 {

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/clusterlist"
 	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/test/kubeletdir"
 )
 
 // TestRevocationCutsTheClusterWithinOneReload revokes the agent's cluster in

@@ -12,7 +12,7 @@ import (
 	"github.com/relaytls/relaytls/e2e/relayapp"
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/creds"
-	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // bundleLoaded waits until r's trust bundle holds exactly cas.

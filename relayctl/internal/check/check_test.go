@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/relaytls/relaytls/internal/proof"
-	"github.com/relaytls/relaytls/internal/testpki"
 	"github.com/relaytls/relaytls/relayctl/modes"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // setup is a correct mode-4 setup from an in-memory PKI.

@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/relaytls/relaytls/e2e/kubeletdir"
+	"github.com/relaytls/relaytls/test/kubeletdir"
 )
 
 // A Secret update as a pod sees it: the key path stays the same, the

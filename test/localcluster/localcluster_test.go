@@ -31,7 +31,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 
-	"github.com/relaytls/relaytls/e2e/localcluster"
+	"github.com/relaytls/relaytls/test/localcluster"
 	"github.com/relaytls/relaytls/test/poll"
 )
 
