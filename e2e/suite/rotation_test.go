@@ -594,3 +594,85 @@ func (e *env) endpointDown(t *testing.T) {
 	t.Logf("endpoint down during activate: down %s; the client moved to the new root %s after the endpoint came back; whole rotation %s; stream: %d/%d heartbeats, 0 gaps, 0 breaks",
 		up.Sub(down).Round(10*time.Millisecond), caughtUp.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond), a.Received-a0.Received, s.Received-s0.Received)
 }
+
+// tlsRootRotation is the root rotation of mode 2 (tls, self-signed): no
+// client certificate and no remote issuer, so nothing renews the workload
+// cluster's trust bundle. The operator places it with `relayctl register
+// --secrets-only`, which records on the RelayCluster what it placed: prepare
+// waits for that, naming the cluster; activate moves the server certificate
+// to the new root, which the agent already trusts; after retire the same
+// command leaves the cluster with the new root alone. The relay stream runs
+// throughout.
+func (e *env) tlsRootRotation(t *testing.T) {
+	mgmt, wl := e.in.Mgmt, e.in.Workload
+	oldRoots := secretCerts(t, mgmt, relayv1.DefaultRootSecretName)
+	if len(oldRoots) != 1 {
+		t.Fatalf("the management root Secret holds %d certificates before the rotation", len(oldRoots))
+	}
+	oldRoot := oldRoots[0]
+	s0, a0 := e.relay.Stats()
+	start := time.Now()
+	placeBundle := func(step string) {
+		t.Helper()
+		out, err := e.relayctlResult(t, "register-"+step, "register", "--cluster="+harness.ClusterName, "--secrets-only",
+			"--mgmt-kubeconfig="+mgmt.AdminKubeconfig(), "--remote-kubeconfig="+wl.AdminKubeconfig())
+		if err != nil || !strings.Contains(out, "status.lastTrustBundle") {
+			t.Fatalf("relayctl register --secrets-only (%s) did not place and record the bundle (%v):\n%s", step, err, out)
+		}
+		t.Logf("relayctl register --secrets-only (%s):\n%s", step, out)
+	}
+
+	e.relayctl(t, "rotate-root-prepare", "rotate-root", "--phase=prepare", "--name="+rotationName)
+	e.waitRotation(t, rotationName, "prepare to wait for the cluster, which no renewal reaches, naming it", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return c.Reason == "Preparing" && slices.Equal(st.WaitingFor, []string{harness.ClusterName})
+	})
+	placeBundle("prepare")
+	st := e.waitRotation(t, rotationName, "phase Prepare with every cluster holding the new root", time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationPrepare && c.Reason == "Prepared"
+	})
+	prepareTook := time.Since(start)
+	nextSec := secretCerts(t, mgmt, relayv1.DefaultNewRootSecretName)
+	if len(nextSec) != 1 || signer.Fingerprint(nextSec[0]) != st.NewRoot {
+		t.Fatalf("Secret %s holds %d certificates; status.rootRotation.newRoot %s", relayv1.DefaultNewRootSecretName, len(nextSec), short(st.NewRoot))
+	}
+	newRoot := nextSec[0]
+	both := []*x509.Certificate{oldRoot, newRoot}
+	e.bundleHolds(t, "prepare", wl, relayv1.DefaultRootSecretName, both)
+	e.agentTrusts(t, "prepare", both)
+	e.heartbeatsAdvance(20, "after prepare")
+
+	e.relayctl(t, "rotate-root-activate", "rotate-root", "--phase=activate")
+	e.waitRotation(t, rotationName, "phase Activate with no cluster waited for (none holds a client certificate)", 3*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationActivate && len(st.WaitingFor) == 0
+	})
+	eventually(t, time.Minute, "a new handshake, verified with the agent's bundle, to be served a server certificate under the new root", func(ctx context.Context) (bool, string) {
+		got, err := harness.ServedServerCert(ctx, e.relay.ServerAddr, e.in.Agent.Bundle)
+		if err != nil {
+			return false, err.Error()
+		}
+		return chainsOnlyTo([]*x509.Certificate{got}, newRoot, oldRoot), "served issuer " + got.Issuer.CommonName
+	})
+	e.heartbeatsAdvance(20, "after activate")
+
+	e.relayctl(t, "rotate-root-retire", "rotate-root", "--phase=retire")
+	e.waitRotation(t, rotationName, "phase Retire", 2*time.Minute, func(st *relayv1.RootRotationStatus, c *rotationCond) bool {
+		return st.Phase == relayv1.RootRotationRetire && c.Reason == "Retired"
+	})
+	placeBundle("retire")
+	only := secretCerts(t, mgmt, relayv1.DefaultTrustBundleSecretName)
+	if !sameKeys(only, []*x509.Certificate{newRoot}) {
+		t.Fatalf("after retire the trust bundle holds %s", subjects(only))
+	}
+	e.bundleHolds(t, "retire", wl, relayv1.DefaultRootSecretName, only)
+	e.agentTrusts(t, "retire", only)
+	if _, err := harness.ServedServerCert(t.Context(), e.relay.ServerAddr, e.in.Agent.Bundle); err != nil {
+		t.Fatalf("a new handshake verified against the agent's bundle after retire: %v", err)
+	}
+	e.heartbeatsAdvance(20, "after retire")
+	s, a := e.relay.Stats()
+	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
+		t.Fatalf("the stream did not survive the root rotation: server %+v, agent %+v", s, a)
+	}
+	t.Logf("root rotation, mode %s: full %s (prepare until Prepared %s, with one relayctl register --secrets-only); stream: %d heartbeats to the agent, %d to the server during it, 0 gaps, 0 breaks, 1 stream",
+		e.mode, time.Since(start).Round(10*time.Millisecond), prepareTook.Round(10*time.Millisecond), a.Received-a0.Received, s.Received-s0.Received)
+}

@@ -59,6 +59,7 @@ func TestModes(t *testing.T) {
 			switch m.Number {
 			case 2:
 				t.Run("an agent with the wrong token never gets a stream", e.wrongTokenAgent)
+				t.Run("a full root rotation, the bundle placed by relayctl register --secrets-only, keeps the stream", e.tlsRootRotation)
 			case 3:
 				t.Run("a BYO install naming the reserved server Secret is refused", e.reservedServerSecret)
 			case 4:

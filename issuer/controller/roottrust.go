@@ -642,11 +642,17 @@ func (r *RootTrust) deleteRequestsOf(ctx context.Context, ns, name string, uid t
 }
 
 // chainsTo reports whether the first certificate of a PEM chain verifies to
-// root, through the rest of the chain.
+// root, through the rest of the chain, or is root itself as cert-manager
+// re-issued it (same subject and key: in mode 2 the signing CA is the root).
+// crypto/x509 does not verify that re-issue against the earlier root: it
+// sees the same certificate twice in the chain.
 func chainsTo(chainPEM []byte, root *x509.Certificate) bool {
 	certs, err := pki.DecodeX509CertificateChainBytes(chainPEM)
 	if err != nil || len(certs) == 0 {
 		return false
+	}
+	if c := certs[0]; bytes.Equal(c.RawSubject, root.RawSubject) && bytes.Equal(c.RawSubjectPublicKeyInfo, root.RawSubjectPublicKeyInfo) && c.CheckSignatureFrom(root) == nil {
+		return true
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(root)

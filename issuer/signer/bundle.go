@@ -1,44 +1,22 @@
 package signer
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
-	"slices"
 
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	corev1 "k8s.io/api/core/v1"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/internal/fingerprint"
 )
 
 // Fingerprint is the SHA-256 of a certificate's DER, in lower-case hex: the
 // form RelayCluster status.lastTrustBundle and status.rootRotation use.
-func Fingerprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:])
-}
+func Fingerprint(c *x509.Certificate) string { return fingerprint.Of(c) }
 
 // Fingerprints of every certificate of a PEM bundle that parses, in order.
-func Fingerprints(bundlePEM []byte) []string {
-	certs, err := pki.DecodeX509CertificateSetBytes(bundlePEM)
-	if err != nil {
-		return nil
-	}
-	return fingerprintsOf(certs)
-}
-
-// fingerprintsOf the certificates, in order, each once.
-func fingerprintsOf(certs []*x509.Certificate) []string {
-	out := make([]string, 0, len(certs))
-	for _, c := range certs {
-		if fp := Fingerprint(c); !slices.Contains(out, fp) {
-			out = append(out, fp)
-		}
-	}
-	return out
-}
+func Fingerprints(bundlePEM []byte) []string { return fingerprint.OfPEM(bundlePEM) }
 
 // UnionCerts is every certificate of the sets, once each (by fingerprint),
 // in the order first seen.

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
+	"github.com/relaytls/relaytls/internal/fingerprint"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/issuance"
 	"github.com/relaytls/relaytls/issuer/metrics"
@@ -66,7 +67,7 @@ func (s *Signer) loadRemote(ctx context.Context, ns string, spec *relayv1.Remote
 	for _, c := range cas {
 		pool.AddCert(c)
 	}
-	m := &remoteMaterial{roots: pool, bundleDigest: bundleDigest(cas), held: fingerprintsOf(cas)}
+	m := &remoteMaterial{roots: pool, bundleDigest: bundleDigest(cas), held: fingerprint.OfCerts(cas)}
 	if len(m.held) > issuance.MaxTrustBundle {
 		// Too large to report: the management cluster falls back to
 		// recording what it returns.

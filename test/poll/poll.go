@@ -32,7 +32,10 @@ func EventuallyEvery(t testing.TB, every, timeout time.Duration, what string, co
 	var last string
 	err := wait.PollUntilContextTimeout(t.Context(), every, timeout, true, func(ctx context.Context) (bool, error) {
 		ok, seen, err := cond(ctx)
-		last = seen
+		if ctx.Err() == nil {
+			// A look cut short by the deadline says nothing new.
+			last = seen
+		}
 		return ok, err
 	})
 	if err != nil {

@@ -10,10 +10,8 @@ package check
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaytls/relaytls/internal/fingerprint"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/relayctl/modes"
 )
@@ -344,8 +343,7 @@ func union(a, b []*x509.Certificate) []*x509.Certificate {
 // known or has one of the fingerprints fps (a root of the rotation).
 func rotationRootsOnly(bundle, known []*x509.Certificate, fps []string) bool {
 	for _, c := range bundle {
-		sum := sha256.Sum256(c.Raw)
-		if !slices.ContainsFunc(known, func(x *x509.Certificate) bool { return bytes.Equal(x.Raw, c.Raw) }) && !slices.Contains(fps, hex.EncodeToString(sum[:])) {
+		if !slices.ContainsFunc(known, func(x *x509.Certificate) bool { return bytes.Equal(x.Raw, c.Raw) }) && !slices.Contains(fps, fingerprint.Of(c)) {
 			return false
 		}
 	}

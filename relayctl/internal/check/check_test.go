@@ -143,7 +143,7 @@ func TestEvaluateMidRotation(t *testing.T) {
 	both := []*x509.Certificate{s.root.Cert, next.Cert}
 	rotation := func(in *Input) {
 		in.Management.Rotation = &Rotation{BundleSecret: "ns/relay-trust-bundle", Bundle: both,
-			Roots: []string{fingerprint(s.root.Cert), fingerprint(next.Cert)}}
+			Roots: []string{sha256Hex(s.root.Cert), sha256Hex(next.Cert)}}
 	}
 	underNew := func(in *Input) {
 		in.Management.Server.Chain = []*x509.Certificate{testpki.Issue(t, next, server("relay.example.com")).Cert}
@@ -213,7 +213,7 @@ func TestEvaluateMidRotation(t *testing.T) {
 	}
 }
 
-func fingerprint(c *x509.Certificate) string {
+func sha256Hex(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(sum[:])
 }

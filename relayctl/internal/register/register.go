@@ -32,6 +32,7 @@ import (
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/deploy/profiles"
+	"github.com/relaytls/relaytls/internal/fingerprint"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/relayctl/internal/check"
 	"github.com/relaytls/relaytls/relayctl/internal/initcmd"
@@ -461,7 +462,41 @@ func (p *Plan) CopySecrets(ctx context.Context, remote *kube.Conn, progress io.W
 			fmt.Fprintf(progress, "  copied the relay identity token to Secret %s/%s (this cluster's own token, never the root token; value not shown)\n", remote.Namespace, s.Name)
 		}
 	}
+	if err := p.recordBundle(ctx, progress); err != nil {
+		return err
+	}
 	return p.renewForRotation(ctx, remote, progress)
+}
+
+// recordBundle records on the cluster's RelayCluster (when it has one) the
+// trust bundle just written to it: the cluster holds it now. In the tls
+// modes no renewal reports it, so a root rotation counts the cluster
+// through this record; in modes 4 and 5 its next renewal reports the same.
+func (p *Plan) recordBundle(ctx context.Context, progress io.Writer) error {
+	if p.mgmt == nil {
+		return nil
+	}
+	fps := fingerprint.OfPEM(p.RootCA)
+	if len(fps) == 0 {
+		return nil
+	}
+	var rc relayv1.RelayCluster
+	if err := p.mgmt.Client.Get(ctx, client.ObjectKey{Namespace: p.mgmt.Namespace, Name: p.cluster}, &rc); err != nil {
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return nil // not registered: nothing to record on
+		}
+		return fmt.Errorf("%s: reading RelayCluster %s/%s: %w", p.mgmt.Name, p.mgmt.Namespace, p.cluster, err)
+	}
+	if slices.Equal(rc.Status.LastTrustBundle, fps) {
+		return nil
+	}
+	base := rc.DeepCopy()
+	rc.Status.LastTrustBundle = fps
+	if err := p.mgmt.Client.Status().Patch(ctx, &rc, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("%s: recording the trust bundle on RelayCluster %s/%s: %w", p.mgmt.Name, p.mgmt.Namespace, p.cluster, err)
+	}
+	fmt.Fprintf(progress, "  recorded on RelayCluster %s/%s that the cluster holds %d root(s) (status.lastTrustBundle)\n", p.mgmt.Namespace, p.cluster, len(fps))
+	return nil
 }
 
 // rotationBundle returns, while a root rotation is declared or on record on
