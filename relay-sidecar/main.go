@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -30,100 +31,127 @@ import (
 )
 
 func main() {
-	fs := flag.NewFlagSet("relay-sidecar", flag.ContinueOnError)
-	cfg := config.Register(fs)
-	showVersion := version.AddFlag(fs)
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		os.Exit(2)
-	}
-	if *showVersion {
-		version.Print(os.Stdout, "relay-sidecar")
-		return
-	}
-	if err := run(fs, cfg); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0) // the usage went to stderr
+	case errors.Is(err, errUsage):
+		os.Exit(2) // the flag package printed the error and the usage
+	default:
 		fmt.Fprintf(os.Stderr, "relay-sidecar: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(fs *flag.FlagSet, cfg *config.Config) error {
+// errUsage marks a flag the flag package could not parse.
+var errUsage = errors.New("bad command line")
+
+// run is the whole command: flags from args, the version and usage to
+// stdout and stderr, logs to stderr; it serves until ctx ends, then drains.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("relay-sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := config.Register(fs)
+	showVersion := version.AddFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *showVersion {
+		version.Print(stdout, "relay-sidecar")
+		return nil
+	}
 	if err := cfg.Finish(fs); err != nil {
 		return fmt.Errorf("invalid flags:\n%w", err)
 	}
-	log, err := newLogger(cfg.LogLevel, cfg.LogFormat)
+	log, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 
 	var reloader *creds.Reloader
 	m := metrics.New(cfg.Role, func() map[string]time.Time { return expiries(reloader) })
-	if cfg.Mode != access.ModeInsecure {
-		exp := creds.Expect{Role: creds.RoleServer}
-		if cfg.Role == "agent" {
-			exp.Role = creds.RoleAgent
-			if cfg.Cluster != "" {
-				exp.Names = []string{cfg.Cluster}
-			}
-		} else if cfg.ServerName != "" {
-			exp.Names = []string{cfg.ServerName}
-		}
-		src := creds.Sources{CertDir: cfg.CertDir, BundleFile: cfg.TrustBundle, TokenFile: cfg.TokenFile}
-		reloader, err = creds.NewReloader(src, exp, creds.Options{Poll: cfg.ReloadPoll, Log: log, OnResult: m.Reload})
-		if err != nil {
-			return err
-		}
-		go reloader.Run(ctx)
+	if reloader, err = startCreds(ctx, cfg, m, log); err != nil {
+		return err
 	}
-	tlsOpts := creds.TLSOptions{MinVersion: cfg.TLSVersion()}
+	r, err := newRole(ctx, cfg, reloader, m, log)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, r, m, log)
+}
 
-	type role interface {
-		Serve(net.Listener) error
-		Ready() error
-		Drain(context.Context)
+// startCreds loads the TLS material and token the mode needs and keeps them
+// reloaded until ctx ends; nil in insecure mode.
+func startCreds(ctx context.Context, cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*creds.Reloader, error) {
+	if cfg.Mode == access.ModeInsecure {
+		return nil, nil
 	}
-	var r role
-	if cfg.Role == "server" {
-		var clusters server.ClusterList
-		if cfg.ClusterList != "" {
-			cl, err := clusterlist.NewReader(cfg.ClusterList, log)
-			if err != nil {
-				return err
-			}
-			cl.OnResult = func(result string) { m.Reload(result, "cluster_list") }
-			go func() { _ = cl.Run(ctx, cfg.ReloadPoll) }()
-			clusters = cl
+	exp := creds.Expect{Role: creds.RoleServer}
+	if cfg.Role == "agent" {
+		exp.Role = creds.RoleAgent
+		if cfg.Cluster != "" {
+			exp.Names = []string{cfg.Cluster}
 		}
-		s, err := server.New(server.Config{
-			TokenScope: cfg.Scope(), Clusters: clusters,
-			Mode: cfg.Mode, Upstream: cfg.Upstream, ProxyProtocol: cfg.ProxyProtocol,
-			Creds: reloader, TLS: tlsOpts, KeepaliveMinTime: cfg.KeepaliveMinTime,
-			PingInterval: cfg.ServerPingInterval, ResumeWindow: cfg.Window(), ResumeBuffer: cfg.ResumeBuffer,
-			MaxStreamsPerConn: cfg.MaxStreamsPerConn, MaxTunnelsPerCluster: cfg.MaxTunnelsPerCluster,
-			MaxUnackedPerCluster: cfg.MaxUnackedPerCluster, AuthTimeout: cfg.AuthTimeout,
-			Metrics: m, Log: log,
-		})
-		if err != nil {
-			return err
-		}
-		r = s
-	} else {
-		a, err := agent.New(agent.Config{
+	} else if cfg.ServerName != "" {
+		exp.Names = []string{cfg.ServerName}
+	}
+	src := creds.Sources{CertDir: cfg.CertDir, BundleFile: cfg.TrustBundle, TokenFile: cfg.TokenFile}
+	reloader, err := creds.NewReloader(src, exp, creds.Options{Poll: cfg.ReloadPoll, Log: log, OnResult: m.Reload})
+	if err != nil {
+		return nil, err
+	}
+	go reloader.Run(ctx)
+	return reloader, nil
+}
+
+// role is the server or the agent.
+type role interface {
+	Serve(net.Listener) error
+	Ready() error
+	Drain(context.Context)
+}
+
+// newRole makes the server (with its cluster list, when given) or the agent.
+func newRole(ctx context.Context, cfg *config.Config, reloader *creds.Reloader, m *metrics.Metrics, log *slog.Logger) (role, error) {
+	tlsOpts := creds.TLSOptions{MinVersion: cfg.TLSVersion()}
+	if cfg.Role != "server" {
+		return agent.New(agent.Config{
 			Mode: cfg.Mode, ServerAddr: cfg.ServerAddr, ServerName: cfg.ServerName, Cluster: cfg.Cluster,
 			Creds: reloader, TLS: tlsOpts, KeepaliveTime: cfg.KeepaliveTime, KeepaliveTimeout: cfg.KeepaliveTimeout,
 			BackoffMax: cfg.ReconnectMaxDelay, ResumeWindow: cfg.Window(), ResumeBuffer: cfg.ResumeBuffer,
 			Metrics: m, Log: log,
 		})
-		if err != nil {
-			return err
-		}
-		r = a
 	}
+	var clusters server.ClusterList
+	if cfg.ClusterList != "" {
+		cl, err := clusterlist.NewReader(cfg.ClusterList, log)
+		if err != nil {
+			return nil, err
+		}
+		cl.OnResult = func(result string) { m.Reload(result, "cluster_list") }
+		go func() { _ = cl.Run(ctx, cfg.ReloadPoll) }()
+		clusters = cl
+	}
+	return server.New(server.Config{
+		TokenScope: cfg.Scope(), Clusters: clusters,
+		Mode: cfg.Mode, Upstream: cfg.Upstream, ProxyProtocol: cfg.ProxyProtocol,
+		Creds: reloader, TLS: tlsOpts, KeepaliveMinTime: cfg.KeepaliveMinTime,
+		PingInterval: cfg.ServerPingInterval, ResumeWindow: cfg.Window(), ResumeBuffer: cfg.ResumeBuffer,
+		MaxStreamsPerConn: cfg.MaxStreamsPerConn, MaxTunnelsPerCluster: cfg.MaxTunnelsPerCluster,
+		MaxUnackedPerCluster: cfg.MaxUnackedPerCluster, AuthTimeout: cfg.AuthTimeout,
+		Metrics: m, Log: log,
+	})
+}
 
+// serve listens, serves the role and the health endpoint until ctx ends or
+// serving fails, then drains within --drain-timeout.
+func serve(ctx context.Context, cfg *config.Config, r role, m *metrics.Metrics, log *slog.Logger) error {
 	lis, err := listen(cfg.Listen)
 	if err != nil {
 		return err
@@ -212,7 +240,7 @@ func expiries(r *creds.Reloader) map[string]time.Time {
 	return out
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level=%q: %w", level, err)
@@ -220,9 +248,9 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format=%q is not json or text", format)
 }

@@ -2,18 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/relaytls/relaytls/e2e/relayapp"
-	"github.com/relaytls/relaytls/relay-sidecar/internal/config"
 )
 
 func TestRunRefusesBadFlagsBeforeStarting(t *testing.T) {
@@ -28,13 +27,7 @@ func TestRunRefusesBadFlagsBeforeStarting(t *testing.T) {
 			"--log-level"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			fs := flag.NewFlagSet("relay-sidecar", flag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			cfg := config.Register(fs)
-			if err := fs.Parse(tc.args); err != nil {
-				t.Fatal(err)
-			}
-			err := run(fs, cfg)
+			err := run(t.Context(), tc.args, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
@@ -52,9 +45,27 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// TestRunCommandLine: the version on stdout, -h and a bad flag as the
+// errors main turns into exits 0 and 2, the usage on stderr.
+func TestRunCommandLine(t *testing.T) {
+	var stdout, stderr strings.Builder
+	if err := run(t.Context(), []string{"--version"}, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), "relay-sidecar") {
+		t.Fatalf("--version: %v, stdout %q", err, stdout.String())
+	}
+	stderr.Reset()
+	if err := run(t.Context(), []string{"-h"}, io.Discard, &stderr); !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr.String(), "-role") {
+		t.Fatalf("-h: %v, usage %q", err, stderr.String())
+	}
+	stderr.Reset()
+	if err := run(t.Context(), []string{"--no-such-flag"}, io.Discard, &stderr); !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), "no-such-flag") {
+		t.Fatalf("a bad flag: %v, stderr %q", err, stderr.String())
+	}
+}
+
 // TestRunBothRolesAndDrainOnSIGTERM runs the command's run function for
 // both roles in insecure mode with the sample app on either side, then
-// sends SIGTERM: both drain and return without error.
+// ends their context, as main does on SIGTERM: both drain and return
+// without error.
 func TestRunBothRolesAndDrainOnSIGTERM(t *testing.T) {
 	upLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -65,15 +76,13 @@ func TestRunBothRolesAndDrainOnSIGTERM(t *testing.T) {
 	t.Cleanup(up.Stop)
 
 	srvAddr, srvHealth, agLocal, agHealth := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	sigterm, terminate := context.WithCancel(t.Context())
+	defer terminate()
 	start := func(args ...string) chan error {
-		fs := flag.NewFlagSet("relay-sidecar", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		cfg := config.Register(fs)
-		if err := fs.Parse(append(args, "--drain-timeout=1s", "--log-level=error")); err != nil {
-			t.Fatal(err)
-		}
 		done := make(chan error, 1)
-		go func() { done <- run(fs, cfg) }()
+		go func() {
+			done <- run(sigterm, append(args, "--drain-timeout=1s", "--log-level=error"), io.Discard, io.Discard)
+		}()
 		return done
 	}
 	srvDone := start("--role=server", "--mode=insecure", "--listen="+srvAddr, "--health-listen="+srvHealth, "--upstream="+upLis.Addr().String())
@@ -106,10 +115,7 @@ func TestRunBothRolesAndDrainOnSIGTERM(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// Both run functions registered for SIGTERM before their probes came up.
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	terminate()
 	for name, done := range map[string]chan error{"server": srvDone, "agent": agDone} {
 		select {
 		case err := <-done:
