@@ -7,6 +7,10 @@ BIN            ?= $(CURDIR)/bin
 KUBE_BIN       ?= $(BIN)/kube
 CONTROLLER_GEN := $(BIN)/controller-gen
 STATICCHECK    := $(BIN)/staticcheck
+BUF            := $(BIN)/buf
+PROTOC_GEN_GO  := $(BIN)/protoc-gen-go
+PROTOC_GEN_GO_GRPC := $(BIN)/protoc-gen-go-grpc
+PROTO_TOOLS    := $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
 GO_TEST_FLAGS  ?= -count=1
 TEST_TIMEOUT   ?= 25m
 
@@ -37,9 +41,25 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 $(STATICCHECK): hack/tools/staticcheck/go.mod
 	cd hack/tools/staticcheck && go build -o $(STATICCHECK) honnef.co/go/tools/cmd/staticcheck
 
+# buf (compiler and linter of the .proto files) and the protoc plugins have
+# modules of their own: buf requires a newer google.golang.org/protobuf than
+# the main module ships, and protoc-gen-go must not be newer than that runtime.
+$(BUF): hack/tools/buf/go.mod
+	cd hack/tools/buf && go build -o $(BUF) github.com/bufbuild/buf/cmd/buf
+
+$(PROTOC_GEN_GO): hack/tools/protoc-gen/go.mod
+	cd hack/tools/protoc-gen && go build -o $(PROTOC_GEN_GO) google.golang.org/protobuf/cmd/protoc-gen-go
+
+$(PROTOC_GEN_GO_GRPC): hack/tools/protoc-gen/go.mod
+	cd hack/tools/protoc-gen && go build -o $(PROTOC_GEN_GO_GRPC) google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code for api/.
 	$(CONTROLLER_GEN) object paths=./api/...
+
+.PHONY: generate-proto
+generate-proto: $(PROTO_TOOLS) ## Generate the issuance protocol's Go code (issuer/issuance/v1) from its .proto with buf.
+	PATH="$(BIN):$$PATH" $(BUF) generate
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and the issuer's RBAC, then the chart's copies, the kustomize profiles and the sidecar docs.
@@ -48,20 +68,22 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and the issuer's RBAC, then the ch
 	cd deploy/render && go run ./cmd/gen
 
 .PHONY: verify-generated
-verify-generated: $(CONTROLLER_GEN) ## Fail when generated code, CRDs or RBAC are stale.
-	@hack/verify-generated.sh $(CONTROLLER_GEN)
+verify-generated: $(CONTROLLER_GEN) $(PROTO_TOOLS) ## Fail when generated code (deepcopy, protobuf/gRPC), CRDs or RBAC are stale.
+	@hack/verify-generated.sh $(CONTROLLER_GEN) $(BUF) $(BIN)
 
 .PHONY: kube-binaries
 kube-binaries: ## Build kube-apiserver and etcd for the tests into bin/kube (only when missing).
 	@hack/kube-binaries/build.sh $(KUBE_BIN)
 
 .PHONY: lint
-lint: $(STATICCHECK) ## gofmt, go vet and staticcheck (default checks; both modules).
+lint: $(STATICCHECK) $(BUF) ## gofmt, go vet and staticcheck (default checks; both modules); buf lint and format on the .proto files.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	cd deploy/render && go vet ./...
 	$(STATICCHECK) -tags bench,e2ekind ./...
 	cd deploy/render && $(STATICCHECK) -tags bench,e2ekind ./...
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
 
 .PHONY: test
 test: kube-binaries verify-generated lint ## Run every test: unit, integration on real control planes, chart and profile rendering.

@@ -43,6 +43,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
@@ -161,8 +162,10 @@ type ProofVerifier interface {
 	VerifyProof(ctx context.Context, iss issuerapi.Issuer, cluster string, csrDER []byte, presented string) error
 }
 
-// Server implements issuance.Server.
+// Server implements the generated issuancev1.IssuanceServer.
 type Server struct {
+	issuancev1.UnimplementedIssuanceServer
+
 	cfg     Config
 	cm      cmclient.Interface
 	issuers client.Reader
@@ -179,7 +182,7 @@ type Server struct {
 	mu       sync.Mutex // serialises get-or-create in the caches
 }
 
-var _ issuance.Server = (*Server)(nil)
+var _ issuancev1.IssuanceServer = (*Server)(nil)
 
 // New returns an endpoint that creates CertificateRequests with cm, reads its
 // target issuer with issuers and checks proofs with verify.
@@ -279,11 +282,11 @@ func heldBundle(fps []string) (string, error) {
 }
 
 // validate checks a request's shape; the issuer checks what it means.
-func (s *Server) validate(req *issuance.SignRequest, possession bool) (*checked, error) {
+func (s *Server) validate(req *issuancev1.SignRequest, possession bool) (*checked, error) {
 	if err := proof.ValidateCluster(req.Cluster); err != nil {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidCluster, err.Error())
 	}
-	block, rest := pem.Decode(req.CSR)
+	block, rest := pem.Decode(req.Csr)
 	if block == nil || block.Type != "CERTIFICATE REQUEST" || len(strings.TrimSpace(string(rest))) > 0 {
 		return nil, issuance.Refusal(codes.InvalidArgument, policy.ReasonInvalidCSR, "csr must hold exactly one PEM CERTIFICATE REQUEST")
 	}
@@ -328,7 +331,7 @@ func (s *Server) duration(seconds int64) (time.Duration, error) {
 }
 
 // Sign handles one enrollment or renewal call and counts its outcome.
-func (s *Server) Sign(ctx context.Context, req *issuance.SignRequest) (*issuance.SignResponse, error) {
+func (s *Server) Sign(ctx context.Context, req *issuancev1.SignRequest) (*issuancev1.SignResponse, error) {
 	resp, err := s.sign(ctx, req)
 	metrics.Enrollments.WithLabelValues(enrollmentResult(err), issuance.ReasonOf(err)).Inc()
 	if req.Proof == "" && len(peerChain(ctx)) > 0 {
@@ -340,7 +343,7 @@ func (s *Server) Sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 // admit decides, before anything is created, whether a call may proceed: its
 // shape, the target issuer, the identity proof, then the verified cluster's
 // rate limit.
-func (s *Server) admit(ctx context.Context, req *issuance.SignRequest, now time.Time) (*checked, error) {
+func (s *Server) admit(ctx context.Context, req *issuancev1.SignRequest, now time.Time) (*checked, error) {
 	source := sourceOf(ctx)
 	// No token proof and a client certificate: a renewal by possession.
 	chain := peerChain(ctx)
@@ -375,7 +378,7 @@ func (s *Server) admit(ctx context.Context, req *issuance.SignRequest, now time.
 	return c, nil
 }
 
-func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance.SignResponse, error) {
+func (s *Server) sign(ctx context.Context, req *issuancev1.SignRequest) (*issuancev1.SignResponse, error) {
 	start := time.Now()
 	c, err := s.admit(ctx, req, start)
 	if err != nil {
@@ -414,9 +417,9 @@ func (s *Server) sign(ctx context.Context, req *issuance.SignRequest) (*issuance
 			Annotations: map[string]string{relayv1.ClusterAnnotation: req.Cluster},
 		},
 		Spec: cmapi.CertificateRequestSpec{
-			Request:   req.CSR,
+			Request:   req.Csr,
 			Usages:    c.usages,
-			IsCA:      req.IsCA,
+			IsCA:      req.IsCa,
 			IssuerRef: cmmeta.IssuerReference{Group: relayv1.GroupVersion.Group, Kind: s.cfg.IssuerKind, Name: s.cfg.IssuerName},
 		},
 	}
@@ -491,7 +494,7 @@ func (s *Server) issuer(ctx context.Context) (issuerapi.Issuer, error) {
 
 // wait follows the request through the shared informer until it is
 // signed, refused or denied.
-func (s *Server) wait(ctx context.Context, cr *cmapi.CertificateRequest, events <-chan requestEvent) (*issuance.SignResponse, error) {
+func (s *Server) wait(ctx context.Context, cr *cmapi.CertificateRequest, events <-chan requestEvent) (*issuancev1.SignResponse, error) {
 	last := cr
 	for {
 		if resp, err, done := outcome(last); done {
@@ -510,7 +513,7 @@ func (s *Server) wait(ctx context.Context, cr *cmapi.CertificateRequest, events 
 }
 
 // outcome reads a finished request: signed, refused or denied.
-func outcome(cr *cmapi.CertificateRequest) (*issuance.SignResponse, error, bool) {
+func outcome(cr *cmapi.CertificateRequest) (*issuancev1.SignResponse, error, bool) {
 	ready := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionReady)
 	if denied := apiutil.GetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionDenied); denied != nil && denied.Status == cmmeta.ConditionTrue {
 		return nil, issuance.Refusal(codes.PermissionDenied, cmapi.CertificateRequestReasonDenied, "the management cluster denied the request: "+denied.Message), true
@@ -519,7 +522,7 @@ func outcome(cr *cmapi.CertificateRequest) (*issuance.SignResponse, error, bool)
 		return nil, nil, false
 	}
 	if ready.Status == cmmeta.ConditionTrue && len(cr.Status.Certificate) > 0 {
-		return &issuance.SignResponse{Certificate: cr.Status.Certificate, CA: cr.Status.CA}, nil, true
+		return &issuancev1.SignResponse{Certificate: cr.Status.Certificate, Ca: cr.Status.CA}, nil, true
 	}
 	if ready.Reason != cmapi.CertificateRequestReasonFailed {
 		return nil, nil, false

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
@@ -49,7 +50,7 @@ func peerChain(ctx context.Context) []*x509.Certificate {
 
 // verifyPossession checks a renewal call and fills in what its request
 // records. A refusal is a PermissionDenied with the verifier's reason.
-func (s *Server) verifyPossession(ctx context.Context, iss issuerapi.Issuer, req *issuance.SignRequest, c *checked, chain []*x509.Certificate) error {
+func (s *Server) verifyPossession(ctx context.Context, iss issuerapi.Issuer, req *issuancev1.SignRequest, c *checked, chain []*x509.Certificate) error {
 	pv, ok := s.verify.(PossessionVerifier)
 	if !ok {
 		return issuance.Refusal(codes.PermissionDenied, policy.ReasonMissingIdentityProof, "this endpoint does not accept renewals by possession; the request needs an identity proof")

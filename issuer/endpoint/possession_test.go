@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/issuer/policy"
 	"github.com/relaytls/relaytls/test/testpki"
 )
@@ -30,7 +31,7 @@ func withPeer(certs ...*x509.Certificate) context.Context {
 func TestPossessionNeedsACertificate(t *testing.T) {
 	s := newTestServer(t, Config{})
 	der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"c1"}})
-	req := &issuance.SignRequest{Cluster: "c1", CSR: testpki.CSRPEM(der)}
+	req := &issuancev1.SignRequest{Cluster: "c1", Csr: testpki.CSRPEM(der)}
 	if _, err := s.validate(req, false); status.Code(err) != codes.InvalidArgument || issuance.ReasonOf(err) != policy.ReasonMissingIdentityProof {
 		t.Fatalf("no proof and no certificate: got %v, want InvalidArgument %s", err, policy.ReasonMissingIdentityProof)
 	}
@@ -53,7 +54,7 @@ func TestPossessionWithoutVerifier(t *testing.T) {
 	s := newTestServer(t, Config{}) // acceptAll checks token proofs only
 	der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{"c1"}})
 	c := &checked{der: der, possession: true}
-	err := s.verifyPossession(context.Background(), nil, &issuance.SignRequest{Cluster: "c1"}, c, []*x509.Certificate{testpki.Root(t, "x").Cert})
+	err := s.verifyPossession(context.Background(), nil, &issuancev1.SignRequest{Cluster: "c1"}, c, []*x509.Certificate{testpki.Root(t, "x").Cert})
 	if status.Code(err) != codes.PermissionDenied || c.renewalOf != "" || c.attestation != "" {
 		t.Fatalf("got %v (renewalOf %q); want PermissionDenied and nothing recorded", err, c.renewalOf)
 	}

@@ -13,9 +13,12 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/tap"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
+	"github.com/relaytls/relaytls/issuer/metrics"
 )
 
 // Runnable serves the endpoint on a listen address until its context ends.
@@ -66,17 +69,7 @@ func (r *Runnable) Start(ctx context.Context) error {
 	if tlsCfg.ClientAuth == tls.NoClientCert {
 		tlsCfg.ClientAuth = tls.RequestClientCert
 	}
-	g := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.MaxRecvMsgSize(issuance.MaxRequestBytes),
-		grpc.MaxConcurrentStreams(uint32(r.Server.cfg.MaxConcurrent*4)),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.ConnectionTimeout(10*time.Second),
-	)
-	issuance.Register(g, r.Server)
-	hs := health.NewServer()
-	hs.SetServingStatus(issuance.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(g, hs)
+	g, hs := r.grpcServer(credentials.NewTLS(tlsCfg))
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
@@ -99,4 +92,36 @@ func (r *Runnable) Start(ctx context.Context) error {
 		g.Stop()
 	}
 	return nil
+}
+
+// grpcServer builds the gRPC server of the endpoint: the issuance service
+// (protobuf only) and the health service, which reports it serving.
+func (r *Runnable) grpcServer(creds credentials.TransportCredentials) (*grpc.Server, *health.Server) {
+	g := grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(issuance.MaxRequestBytes),
+		grpc.MaxConcurrentStreams(uint32(r.Server.cfg.MaxConcurrent*4)),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.InTapHandle(r.Server.checkEncoding),
+	)
+	issuancev1.RegisterIssuanceServer(g, r.Server)
+	hs := health.NewServer()
+	hs.SetServingStatus(issuance.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	return g, hs
+}
+
+// checkEncoding runs before a call's stream is opened (grpc.InTapHandle) and
+// refuses one whose messages are not protobuf: a remote issuer from before
+// the generated protocol sends JSON, which would otherwise fail as an
+// unmarshalling error that says nothing useful. The refusal is logged and
+// counted like the endpoint's others, within the source's refusal budget.
+func (s *Server) checkEncoding(ctx context.Context, info *tap.Info) (context.Context, error) {
+	err := issuance.CheckEncoding(info.Header.Get("content-type"))
+	if err == nil {
+		return ctx, nil
+	}
+	metrics.Enrollments.WithLabelValues(enrollmentResult(err), issuance.ReasonOf(err)).Inc()
+	return ctx, s.refuse(sourceOf(ctx), "", time.Now(), err)
 }

@@ -32,7 +32,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
-	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/test/kubeletdir"
 	"github.com/relaytls/relaytls/test/localcluster"
 	"github.com/relaytls/relaytls/test/testpki"
@@ -86,7 +86,7 @@ func TestBenchEnrollment(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	ic := issuance.NewClient(cc)
+	ic := issuancev1.NewIssuanceClient(cc)
 	cm, err := cmclient.NewForConfig(c.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ func pct(d []time.Duration, p int) time.Duration {
 
 // enrollAll makes n concurrent endpoint calls and returns each latency and
 // the wall time of the whole burst. Every call must succeed.
-func enrollAll(t *testing.T, ic *issuance.Client, n int, csrs [][]byte) ([]time.Duration, time.Duration) {
+func enrollAll(t *testing.T, ic issuancev1.IssuanceClient, n int, csrs [][]byte) ([]time.Duration, time.Duration) {
 	lat := make([]time.Duration, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -163,8 +163,8 @@ func enrollAll(t *testing.T, ic *issuance.Client, n int, csrs [][]byte) ([]time.
 			defer wg.Done()
 			cluster := fmt.Sprintf("bench-%d-%d", n, i)
 			t0 := time.Now()
-			_, errs[i] = ic.Sign(t.Context(), &issuance.SignRequest{
-				Cluster: cluster, CSR: testpki.CSRPEM(csrs[i]), Proof: clusterProof(t, token, cluster, csrs[i]),
+			_, errs[i] = ic.Sign(t.Context(), &issuancev1.SignRequest{
+				Cluster: cluster, Csr: testpki.CSRPEM(csrs[i]), Proof: clusterProof(t, token, cluster, csrs[i]),
 				Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600,
 			})
 			lat[i] = time.Since(t0)

@@ -32,6 +32,7 @@ import (
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/issuer/policy"
 	"github.com/relaytls/relaytls/issuer/signer"
 	"github.com/relaytls/relaytls/test/kubeletdir"
@@ -384,18 +385,18 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	ic := issuance.NewClient(cc)
-	goodRequest := func(t *testing.T, cluster string) *issuance.SignRequest {
+	ic := issuancev1.NewIssuanceClient(cc)
+	goodRequest := func(t *testing.T, cluster string) *issuancev1.SignRequest {
 		der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{cluster}})
-		return &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: clusterProof(t, token, cluster, der),
+		return &issuancev1.SignRequest{Cluster: cluster, Csr: testpki.CSRPEM(der), Proof: clusterProof(t, token, cluster, der),
 			Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
 	}
 
 	t.Run("oversized and malformed requests are refused with a reason", func(t *testing.T) {
 		big := goodRequest(t, "cluster-9")
-		big.CSR = append(big.CSR, make([]byte, issuance.MaxRequestBytes)...)
+		big.Csr = append(big.Csr, make([]byte, issuance.MaxRequestBytes)...)
 		garbled := goodRequest(t, "cluster-9")
-		garbled.CSR = []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+		garbled.Csr = []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
 		badName := goodRequest(t, "cluster-9")
 		badName.Cluster = "Not_A_Label"
 		noProof := goodRequest(t, "cluster-9")
@@ -411,7 +412,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		repeated.TrustBundle = []string{fp, fp}
 		for _, tc := range []struct {
 			name   string
-			req    *issuance.SignRequest
+			req    *issuancev1.SignRequest
 			code   codes.Code
 			reason string
 		}{
@@ -434,7 +435,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 
 	t.Run("a burst of 200 concurrent enrollments is served without errors", func(t *testing.T) {
 		const n = 200
-		reqs := make([]*issuance.SignRequest, n)
+		reqs := make([]*issuancev1.SignRequest, n)
 		for i := range reqs {
 			reqs[i] = goodRequest(t, fmt.Sprintf("burst-%d", i))
 		}
@@ -494,7 +495,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sent := signer.Fingerprints(resp.CA)
+			sent := signer.Fingerprints(resp.Ca)
 			if len(sent) == 0 || slices.Contains(sent, other) {
 				t.Fatalf("the answer's ca.crt %v", sent)
 			}
@@ -519,7 +520,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 			}
 		})
 
-		sign := func(t *testing.T, req *issuance.SignRequest, wantReason string) {
+		sign := func(t *testing.T, req *issuancev1.SignRequest, wantReason string) {
 			t.Helper()
 			before := countRequests(t, e.mgmt)
 			_, err := ic.Sign(t.Context(), req)
@@ -532,7 +533,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 		}
 		t.Run("the root token itself (shared scope) is refused by a per-cluster issuer", func(t *testing.T) {
 			req := goodRequest(t, cluster)
-			csr, err := pki.DecodeX509CertificateRequestBytes(req.CSR)
+			csr, err := pki.DecodeX509CertificateRequestBytes(req.Csr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -568,7 +569,7 @@ func TestEnrollmentBringYourOwn(t *testing.T) {
 				return issuance.ReasonOf(err) == policy.ReasonStaleTokenGeneration, fmt.Sprintf("got %v", err), nil
 			})
 			req := goodRequest(t, cluster)
-			csr, err := pki.DecodeX509CertificateRequestBytes(req.CSR)
+			csr, err := pki.DecodeX509CertificateRequestBytes(req.Csr)
 			if err != nil {
 				t.Fatal(err)
 			}

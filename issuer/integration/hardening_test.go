@@ -26,6 +26,7 @@ import (
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/issuer/policy"
 	"github.com/relaytls/relaytls/test/kubeletdir"
 	"github.com/relaytls/relaytls/test/localcluster"
@@ -72,7 +73,7 @@ func startEndpoint(t *testing.T, cfg endpoint.Config, o app.Options) *endpointFi
 
 // client dials the endpoint from a chosen loopback source address, so tests
 // can play callers on different hosts.
-func (f *endpointFixture) client(t *testing.T, source string) *issuance.Client {
+func (f *endpointFixture) client(t *testing.T, source string) issuancev1.IssuanceClient {
 	t.Helper()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
 	cc, err := grpc.NewClient(f.addr,
@@ -82,16 +83,16 @@ func (f *endpointFixture) client(t *testing.T, source string) *issuance.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return issuance.NewClient(cc)
+	return issuancev1.NewIssuanceClient(cc)
 }
 
 // signRequest builds a call for cluster with a fresh CSR and a proof made
 // with cluster's own token derived from the root token tok (SPEC §4).
-func signRequest(t *testing.T, cluster, tok string, durationSeconds int64) *issuance.SignRequest {
+func signRequest(t *testing.T, cluster, tok string, durationSeconds int64) *issuancev1.SignRequest {
 	t.Helper()
 	der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{cluster}})
-	return &issuance.SignRequest{
-		Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: clusterProof(t, tok, cluster, der),
+	return &issuancev1.SignRequest{
+		Cluster: cluster, Csr: testpki.CSRPEM(der), Proof: clusterProof(t, tok, cluster, der),
 		Usages: []string{"digital signature", "client auth"}, DurationSeconds: durationSeconds,
 	}
 }
@@ -166,7 +167,7 @@ func TestEndpointHardening(t *testing.T) {
 		}
 		// The victim still renews, from its own host and even from the
 		// attacker's (a shared NAT): a good proof is never held back.
-		for name, cl := range map[string]*issuance.Client{"own host": victimHost, "attacker's host": attacker} {
+		for name, cl := range map[string]issuancev1.IssuanceClient{"own host": victimHost, "attacker's host": attacker} {
 			resp, err := cl.Sign(ctx, signRequest(t, "victim", token, 3600))
 			if err != nil {
 				t.Fatalf("the victim's renewal from its %s after the attack: %v", name, err)

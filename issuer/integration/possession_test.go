@@ -36,6 +36,7 @@ import (
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 	"github.com/relaytls/relaytls/test/localcluster"
@@ -107,7 +108,7 @@ func createdRequests(t *testing.T, c *localcluster.Cluster) func() map[string]ma
 }
 
 // mtlsClient dials the endpoint presenting cert, as a renewing cluster does.
-func (f *endpointFixture) mtlsClient(t *testing.T, cert tls.Certificate) *issuance.Client {
+func (f *endpointFixture) mtlsClient(t *testing.T, cert tls.Certificate) issuancev1.IssuanceClient {
 	t.Helper()
 	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: pool(f.root.Cert), ServerName: serverName, Certificates: []tls.Certificate{cert},
@@ -116,7 +117,7 @@ func (f *endpointFixture) mtlsClient(t *testing.T, cert tls.Certificate) *issuan
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return issuance.NewClient(cc)
+	return issuancev1.NewIssuanceClient(cc)
 }
 
 // keyPair is a certificate chain and its key as a TLS client certificate.
@@ -130,18 +131,18 @@ func keyPair(key crypto.Signer, chain ...*x509.Certificate) tls.Certificate {
 
 // renewalRequest asks for a certificate for cluster with a CSR naming
 // csrName and no token proof.
-func renewalRequest(t *testing.T, cluster, csrName string) *issuance.SignRequest {
+func renewalRequest(t *testing.T, cluster, csrName string) *issuancev1.SignRequest {
 	t.Helper()
 	der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{csrName}})
-	return &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
+	return &issuancev1.SignRequest{Cluster: cluster, Csr: testpki.CSRPEM(der), Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
 }
 
 // signFor sends a request with a fresh key's CSR for cluster and returns the
 // issued chain as a client certificate.
-func signFor(t *testing.T, cl *issuance.Client, cluster string, withProof bool) (tls.Certificate, *x509.Certificate) {
+func signFor(t *testing.T, cl issuancev1.IssuanceClient, cluster string, withProof bool) (tls.Certificate, *x509.Certificate) {
 	t.Helper()
 	der, key := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{cluster}})
-	req := &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
+	req := &issuancev1.SignRequest{Cluster: cluster, Csr: testpki.CSRPEM(der), Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
 	if withProof {
 		req.Proof = clusterProof(t, token, cluster, der)
 	}
@@ -459,7 +460,7 @@ func TestSingleUseToken(t *testing.T) {
 		}
 		defer cc.Close()
 		before := len(mgmtRequests())
-		_, err = issuance.NewClient(cc).Sign(ctx, signRequestWithToken(t, cluster, gen1))
+		_, err = issuancev1.NewIssuanceClient(cc).Sign(ctx, signRequestWithToken(t, cluster, gen1))
 		if status.Code(err) != codes.PermissionDenied || issuance.ReasonOf(err) != policy.ReasonStaleTokenGeneration {
 			t.Fatalf("second use of the single-use token: got %v; want PermissionDenied %s", err, policy.ReasonStaleTokenGeneration)
 		}
@@ -561,14 +562,14 @@ func TestSingleUseToken(t *testing.T) {
 
 // signRequestWithToken is a token call of cluster made with the cluster
 // token tok itself.
-func signRequestWithToken(t *testing.T, cluster string, tok []byte) *issuance.SignRequest {
+func signRequestWithToken(t *testing.T, cluster string, tok []byte) *issuancev1.SignRequest {
 	t.Helper()
 	der, _ := testpki.CSR(t, testpki.CSROptions{DNSNames: []string{cluster}})
 	ct, err := proof.ParseToken(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &issuance.SignRequest{Cluster: cluster, CSR: testpki.CSRPEM(der), Proof: proof.Identity(ct, cluster, der),
+	return &issuancev1.SignRequest{Cluster: cluster, Csr: testpki.CSRPEM(der), Proof: proof.Identity(ct, cluster, der),
 		Usages: []string{"digital signature", "client auth"}, DurationSeconds: 3600}
 }
 

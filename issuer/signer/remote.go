@@ -25,6 +25,7 @@ import (
 	"github.com/relaytls/relaytls/internal/fingerprint"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/issuer/metrics"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
@@ -139,12 +140,12 @@ func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObj
 	for _, u := range append(apiutil.KeyUsageStrings(details.KeyUsage), apiutil.ExtKeyUsageStrings(details.ExtKeyUsage)...) {
 		usages = append(usages, string(u))
 	}
-	req := &issuance.SignRequest{
+	req := &issuancev1.SignRequest{
 		Cluster:         spec.Cluster,
-		CSR:             details.CSR,
+		Csr:             details.CSR,
 		Usages:          usages,
 		DurationSeconds: int64(details.Duration / time.Second),
-		IsCA:            details.IsCA,
+		IsCa:            details.IsCA,
 		TrustBundle:     m.held,
 	}
 	// A token proof, or possession of the current certificate (renewal.go).
@@ -172,10 +173,10 @@ func (s *Signer) signRemote(ctx context.Context, cr signer.CertificateRequestObj
 	resp, err := res.resp, res.err
 	if err == nil {
 		metrics.Requests.WithLabelValues("signed", "").Inc()
-		if err := s.followBundle(ctx, ns, spec, resp.CA); err != nil {
+		if err := s.followBundle(ctx, ns, spec, resp.Ca); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "the certificate was issued but the trust bundle Secret was not brought up to date")
 		}
-		return signer.PEMBundle{ChainPEM: resp.Certificate, CAPEM: resp.CA}, nil
+		return signer.PEMBundle{ChainPEM: resp.Certificate, CAPEM: resp.Ca}, nil
 	}
 	st := status.Convert(err)
 	switch st.Code() {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -18,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
-	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 )
 
 // DefaultMaxRemoteCalls bounds the remote signing calls in flight at once in
@@ -44,7 +45,7 @@ type remoteConn struct {
 // remoteCall is one Sign call to the endpoint on behalf of a request.
 type remoteCall struct {
 	finished chan struct{}
-	resp     *issuance.SignResponse
+	resp     *issuancev1.SignResponse
 	err      error
 	ended    time.Time
 }
@@ -142,14 +143,14 @@ func bundleDigest(pool []*x509.Certificate) [32]byte {
 type callResult struct {
 	inFlight bool
 	full     bool // too many calls in flight: none was started
-	resp     *issuance.SignResponse
+	resp     *issuancev1.SignResponse
 	err      error
 }
 
 // call starts the Sign call for a request, or collects its answer when it
 // has finished. The call runs on its own goroutine and deadline, not on the
 // reconcile's, so it survives the reconcile that started it.
-func (s *Signer) call(cr metav1.Object, cc *grpc.ClientConn, req *issuance.SignRequest) callResult {
+func (s *Signer) call(cr metav1.Object, cc *grpc.ClientConn, req *issuancev1.SignRequest) callResult {
 	st := s.state()
 	limit := s.maxRemoteCalls()
 	st.mu.Lock()
@@ -179,7 +180,10 @@ func (s *Signer) call(cr metav1.Object, cc *grpc.ClientConn, req *issuance.SignR
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), RemoteCallTimeout)
 		defer cancel()
-		resp, err := issuance.NewClient(cc).Sign(ctx, req)
+		resp, err := issuancev1.NewIssuanceClient(cc).Sign(ctx, req)
+		if err == nil && len(resp.GetCertificate()) == 0 {
+			resp, err = nil, errors.New("the issuance endpoint answered without a certificate")
+		}
 		st.mu.Lock()
 		c.resp, c.err, c.ended = resp, err, time.Now()
 		close(c.finished)

@@ -12,6 +12,7 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	"github.com/cert-manager/issuer-lib/controllers/signer"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/proof"
 	"github.com/relaytls/relaytls/issuer/issuance"
+	issuancev1 "github.com/relaytls/relaytls/issuer/issuance/v1"
 	"github.com/relaytls/relaytls/issuer/policy"
 )
 
@@ -149,7 +151,7 @@ func (s *Signer) closePossession() {
 // current client certificate when there is one that can renew, else a token
 // proof. It returns the connection to send req on and whether it renews by
 // possession. With neither, the error names both problems.
-func (s *Signer) prove(ctx context.Context, cr signer.CertificateRequestObject, issuer types.NamespacedName, spec *relayv1.RemoteIssuerSpec, m *remoteMaterial, req *issuance.SignRequest, csrDER []byte) (*grpc.ClientConn, bool, error) {
+func (s *Signer) prove(ctx context.Context, cr signer.CertificateRequestObject, issuer types.NamespacedName, spec *relayv1.RemoteIssuerSpec, m *remoteMaterial, req *issuancev1.SignRequest, csrDER []byte) (*grpc.ClientConn, bool, error) {
 	c, whyNot := s.currentClientCert(ctx, cr.GetNamespace(), spec.Cluster, m)
 	if c != nil {
 		cc, err := s.possessionConn(issuer, spec, m, c)
@@ -176,18 +178,18 @@ func renewalRefused(reason string) bool {
 // afterPossession handles the answer to a renewal by possession: when the
 // endpoint refused the certificate and the issuer holds a token, the same
 // request is sent again with a token proof.
-func (s *Signer) afterPossession(ctx context.Context, cr signer.CertificateRequestObject, issuer types.NamespacedName, spec *relayv1.RemoteIssuerSpec, m *remoteMaterial, req *issuance.SignRequest, csrDER []byte, res callResult) callResult {
+func (s *Signer) afterPossession(ctx context.Context, cr signer.CertificateRequestObject, issuer types.NamespacedName, spec *relayv1.RemoteIssuerSpec, m *remoteMaterial, req *issuancev1.SignRequest, csrDER []byte, res callResult) callResult {
 	if res.inFlight || res.full || res.err == nil || m.token == nil || !renewalRefused(issuance.ReasonOf(res.err)) {
 		return res
 	}
 	ctrl.LoggerFrom(ctx).Info("the management cluster refused the client certificate for a renewal; retrying with the token", "cluster", spec.Cluster, "reason", issuance.ReasonOf(res.err))
-	withToken := *req
+	withToken := proto.Clone(req).(*issuancev1.SignRequest)
 	withToken.Proof = proof.Identity(m.token, spec.Cluster, csrDER)
 	cc, err := s.conn(issuer, spec, m)
 	if err != nil {
 		return res
 	}
-	return s.call(cr, cc, &withToken)
+	return s.call(cr, cc, withToken)
 }
 
 // checkRemoteIdentity is the readiness rule of a remote issuer's identity:
