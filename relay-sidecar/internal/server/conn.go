@@ -30,11 +30,21 @@ type ConnInfo struct {
 
 	streams atomic.Int64
 	authed  atomic.Bool
+	// conn is the tracked connection, whose auth timer is stopped (and
+	// dropped, with its closure) once a stream authenticated.
+	conn *trackedConn
 }
 
 // authenticated records that a stream of the connection authenticated, so
 // that the --auth-timeout close does not apply.
-func (c *ConnInfo) authenticated() { c.authed.Store(true) }
+func (c *ConnInfo) authenticated() {
+	if c.authed.Swap(true) || c.conn == nil {
+		return
+	}
+	if t := c.conn.authTimer.Swap(nil); t != nil {
+		t.Stop()
+	}
+}
 
 // AuthType names the transport.
 func (c *ConnInfo) AuthType() string {
@@ -169,6 +179,7 @@ func (t *transportCreds) track(c net.Conn, info *ConnInfo, accepted time.Time) n
 	s.cfg.Metrics.Handshakes.Inc()
 	s.cfg.Metrics.Connections.Inc()
 	tc := &trackedConn{Conn: c, s: s}
+	info.conn = tc
 	remote := c.RemoteAddr().String()
 	tc.authTimer.Store(time.AfterFunc(max(time.Until(accepted.Add(s.cfg.AuthTimeout)), 0), func() {
 		if info.authed.Load() {

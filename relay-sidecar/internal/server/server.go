@@ -115,6 +115,10 @@ const WindowSize = 1 << 20
 // heap, and reads come from tls.Conn's own record buffer).
 const ReadBufferSize = 0
 
+// HeaderTableSize is the HPACK dynamic table the server lets agents use
+// for the headers they send it: none.
+const HeaderTableSize = 0
+
 // Defaults of the server's bounds.
 const (
 	DefaultMaxStreamsPerConn    = 512
@@ -204,6 +208,10 @@ func New(cfg Config) (*Server, error) {
 		// pool only while there is something to write (gRPC's default shared
 		// write buffer, on since grpc-go deprecated the option).
 		grpc.ReadBufferSize(ReadBufferSize),
+		// Agents send few, mostly identical headers: an HPACK dynamic table
+		// kept per connection (up to 4 KiB, about 1 KiB once an agent said
+		// hello) costs more than the literal headers of a tunnel open.
+		grpc.HeaderTableSize(HeaderTableSize),
 		// Streams past the cap are refused by limitStreams with a reason;
 		// the transport's own ceiling stops a peer that ignores refusals.
 		grpc.StreamInterceptor(s.limitStreams),
