@@ -33,6 +33,7 @@ import (
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/relay-sidecar/internal/cork"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 )
@@ -167,7 +168,7 @@ func (a *Agent) dial() (*relayConn, error) {
 	if a.cfg.Mode == access.ModeInsecure {
 		tc = insecure.NewCredentials()
 	} else {
-		tc = credentials.NewTLS(creds.ClientTLS(a.cfg.Creds, a.cfg.ServerName, a.cfg.Mode == access.ModeMTLS, a.cfg.TLS))
+		tc = cork.Credentials(credentials.NewTLS(creds.ClientTLS(a.cfg.Creds, a.cfg.ServerName, a.cfg.Mode == access.ModeMTLS, a.cfg.TLS)))
 		rc.clientSerial = a.cfg.Creds.Current().Serial()
 	}
 	cc, err := grpc.NewClient(a.cfg.ServerAddr,

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/relaytls/relaytls/internal/access"
+	"github.com/relaytls/relaytls/relay-sidecar/internal/cork"
 )
 
 // ConnInfo is the AuthInfo of an accepted agent connection.
@@ -100,7 +101,9 @@ func (t *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	_ = raw.SetDeadline(accepted.Add(t.s.cfg.AuthTimeout))
 	// Not cloned: tls.Server does not change the config, and a clone per
 	// connection stays alive with it (about 1.4 KiB per idle agent).
-	conn := tls.Server(raw, t.tls)
+	// Records of one large write leave in one socket write (cork).
+	under := &cork.Raw{Conn: raw}
+	conn := tls.Server(under, t.tls)
 	if err := conn.Handshake(); err != nil {
 		raw.Close()
 		return nil, nil, t.fail(raw, err)
@@ -123,7 +126,7 @@ func (t *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 		info.Identity, _ = access.IdentityOf(leaf)
 		hi.PeerSerial, hi.Identity = info.PeerSerial, info.Identity
 	}
-	tc := t.track(conn, info, accepted)
+	tc := t.track(cork.New(conn, under), info, accepted)
 	t.s.cfg.Log.Debug("agent connected", "remote", raw.RemoteAddr().String(), "tls_version", tls.VersionName(st.Version),
 		"identity", info.Identity, "peer_serial", info.PeerSerial, "server_serial", hi.ServerSerial)
 	if t.s.cfg.OnHandshake != nil {
