@@ -183,6 +183,7 @@ func (a *Agent) dial() (*relayConn, error) {
 			MinConnectTimeout: 10 * time.Second,
 		}),
 		grpc.WithIdleTimeout(0),
+		grpc.WithWriteBufferSize(frame.WriteBufferSize),
 		grpc.WithInitialWindowSize(windowSize),
 		grpc.WithInitialConnWindowSize(4*windowSize),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})),

@@ -208,6 +208,7 @@ func New(cfg Config) (*Server, error) {
 		// pool only while there is something to write (gRPC's default shared
 		// write buffer, on since grpc-go deprecated the option).
 		grpc.ReadBufferSize(ReadBufferSize),
+		grpc.WriteBufferSize(frame.WriteBufferSize),
 		// Agents send few, mostly identical headers: an HPACK dynamic table
 		// kept per connection (up to 4 KiB, about 1 KiB once an agent said
 		// hello) costs more than the literal headers of a tunnel open.
@@ -527,11 +528,12 @@ func (s *Server) pump(ctx context.Context, stream grpc.ServerStream, up net.Conn
 		}
 	}()
 	go func() {
-		buf := make([]byte, frame.MaxPayload)
+		var rd frame.Reader
 		for {
-			n, err := up.Read(buf)
-			if n > 0 {
-				if serr := stream.SendMsg(&frame.Frame{Kind: frame.KindData, Payload: buf[:n]}); serr != nil {
+			// The pooled buffer goes to gRPC without a copy.
+			b, err := rd.Read(up, frame.MaxPayload)
+			if b != nil {
+				if serr := stream.SendMsg(&frame.Frame{Kind: frame.KindData, Data: b}); serr != nil {
 					errc <- serr
 					return
 				}
