@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -184,6 +185,9 @@ func (a *Agent) dial() (*relayConn, error) {
 		}),
 		grpc.WithIdleTimeout(0),
 		grpc.WithWriteBufferSize(frame.WriteBufferSize),
+		// The tunnel payload pool, which does not clear buffers (see
+		// server.New).
+		experimental.WithBufferPool(frame.Pool()),
 		grpc.WithInitialWindowSize(windowSize),
 		grpc.WithInitialConnWindowSize(4*windowSize),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})),

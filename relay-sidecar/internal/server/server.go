@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -213,6 +214,10 @@ func New(cfg Config) (*Server, error) {
 		// kept per connection (up to 4 KiB, about 1 KiB once an agent said
 		// hello) costs more than the literal headers of a tunnel open.
 		grpc.HeaderTableSize(HeaderTableSize),
+		// Received HTTP/2 data frames go into the tunnel payload pool,
+		// which does not clear the buffers it hands out (gRPC's does:
+		// about 3% of the relay's CPU time).
+		experimental.BufferPool(frame.Pool()),
 		// Streams past the cap are refused by limitStreams with a reason;
 		// the transport's own ceiling stops a peer that ignores refusals.
 		grpc.StreamInterceptor(s.limitStreams),
