@@ -104,10 +104,10 @@ const IDLen = 16
 // system calls per MiB carried, against 32 KiB ones (BenchmarkThroughput*).
 const MaxPayload = 128 << 10
 
-// WriteBufferSize is gRPC's write buffer on both roles: a flush carries up
-// to a full payload, and crypto/tls's records of it leave in one socket
-// write (internal/cork). gRPC takes it from a pool only while it has something
-// to write, so an idle connection holds none.
+// WriteBufferSize is the agent's gRPC write buffer: a flush carries up to
+// a full payload, and crypto/tls's records of it leave in one socket write
+// (internal/cork). gRPC takes it from a pool only while it has something
+// to write. The server keeps gRPC's 32 KiB one (see server.New).
 const WriteBufferSize = MaxPayload
 
 // Frame is one message of a tunnel stream.

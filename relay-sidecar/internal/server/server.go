@@ -209,7 +209,10 @@ func New(cfg Config) (*Server, error) {
 		// pool only while there is something to write (gRPC's default shared
 		// write buffer, on since grpc-go deprecated the option).
 		grpc.ReadBufferSize(ReadBufferSize),
-		grpc.WriteBufferSize(frame.WriteBufferSize),
+		// gRPC's default 32 KiB write buffer, not the agent's 128 KiB one
+		// (frame.WriteBufferSize): a burst of handshakes leaves about one
+		// pooled buffer per connection that wrote at once in gRPC's pool,
+		// and a reused large buffer is cleared (touched) whole.
 		// Agents send few, mostly identical headers: an HPACK dynamic table
 		// kept per connection (up to 4 KiB, about 1 KiB once an agent said
 		// hello) costs more than the literal headers of a tunnel open.
