@@ -28,9 +28,6 @@ var tierSizes = [...]int{
 // headerRoom is room for a frame's header fields beside its payload.
 const headerRoom = 1024
 
-// poolSize is the largest pooled buffer: a full payload and its header.
-const poolSize = MaxPayload + headerRoom
-
 var _ mem.BufferPool = (*payloadPool)(nil)
 
 func tierOf(n int) int {
