@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -33,6 +34,7 @@ import (
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/internal/proof"
+	"github.com/relaytls/relaytls/relay-sidecar/internal/cork"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/frame"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/metrics"
 )
@@ -167,7 +169,7 @@ func (a *Agent) dial() (*relayConn, error) {
 	if a.cfg.Mode == access.ModeInsecure {
 		tc = insecure.NewCredentials()
 	} else {
-		tc = credentials.NewTLS(creds.ClientTLS(a.cfg.Creds, a.cfg.ServerName, a.cfg.Mode == access.ModeMTLS, a.cfg.TLS))
+		tc = cork.Credentials(credentials.NewTLS(creds.ClientTLS(a.cfg.Creds, a.cfg.ServerName, a.cfg.Mode == access.ModeMTLS, a.cfg.TLS)))
 		rc.clientSerial = a.cfg.Creds.Current().Serial()
 	}
 	cc, err := grpc.NewClient(a.cfg.ServerAddr,
@@ -182,6 +184,10 @@ func (a *Agent) dial() (*relayConn, error) {
 			MinConnectTimeout: 10 * time.Second,
 		}),
 		grpc.WithIdleTimeout(0),
+		grpc.WithWriteBufferSize(frame.WriteBufferSize),
+		// The tunnel payload pool, which does not clear buffers (see
+		// server.New).
+		experimental.WithBufferPool(frame.Pool()),
 		grpc.WithInitialWindowSize(windowSize),
 		grpc.WithInitialConnWindowSize(4*windowSize),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})),

@@ -147,11 +147,12 @@ func (a *Agent) pipe(local net.Conn, rc *relayConn, stream grpc.ClientStream, ca
 // sendLocal sends what the local client writes as data frames, and half
 // closes the stream at its EOF.
 func sendLocal(local net.Conn, stream grpc.ClientStream, cancel context.CancelFunc) {
-	buf := make([]byte, frame.MaxPayload)
+	var rd frame.Reader
 	for {
-		n, rerr := local.Read(buf)
-		if n > 0 {
-			if err := stream.SendMsg(&frame.Frame{Kind: frame.KindData, Payload: buf[:n]}); err != nil {
+		// The pooled buffer goes to gRPC without a copy.
+		b, rerr := rd.Read(local, frame.MaxPayload)
+		if b != nil {
+			if err := stream.SendMsg(&frame.Frame{Kind: frame.KindData, Data: b}); err != nil {
 				return
 			}
 		}

@@ -1,8 +1,44 @@
 package bench
 
 import (
+	"bufio"
+	"os"
+	"strings"
 	"testing"
 )
+
+// syscalls returns the read and write system calls this process made so
+// far (Linux /proc/self/io), or -1.
+func syscalls() float64 {
+	f, err := os.Open("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	var n float64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ": ")
+		if k == "syscr" || k == "syscw" {
+			var x float64
+			for _, c := range v {
+				x = x*10 + float64(c-'0')
+			}
+			n += x
+		}
+	}
+	return n
+}
+
+// reportSyscalls reports the read and write system calls per MiB carried
+// since before (all paths of the process: client, sidecars, upstream).
+func reportSyscalls(b *testing.B, before float64, bytesPerOp int64) {
+	if before < 0 {
+		return
+	}
+	mib := float64(bytesPerOp) * float64(b.N) / (1 << 20)
+	b.ReportMetric((syscalls()-before)/mib, "syscalls/MiB")
+}
 
 // TestMeasurementsRun keeps the benchmark code working: each measurement
 // runs on both paths with small sizes and returns a result.
@@ -40,11 +76,32 @@ func BenchmarkThroughputResumable(b *testing.B) {
 	defer s.Close()
 	const chunk = 4 << 20
 	b.SetBytes(chunk)
+	before := syscalls()
 	for b.Loop() {
 		if _, err := Throughput(s.Resumable, 1, chunk); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportSyscalls(b, before, chunk)
+}
+
+// BenchmarkThroughputResumable16 is 16 streams at once on the default path
+// (resume on), all on the agent's one connection.
+func BenchmarkThroughputResumable16(b *testing.B) {
+	s, err := NewSetup(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const chunk = 1 << 20
+	b.SetBytes(16 * chunk)
+	before := syscalls()
+	for b.Loop() {
+		if _, err := Throughput(s.Resumable, 16, chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportSyscalls(b, before, 16*chunk)
 }
 
 func benchThroughput(b *testing.B, sidecar bool) {
@@ -59,9 +116,11 @@ func benchThroughput(b *testing.B, sidecar bool) {
 	}
 	const chunk = 4 << 20
 	b.SetBytes(chunk)
+	before := syscalls()
 	for b.Loop() {
 		if _, err := Throughput(d, 1, chunk); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportSyscalls(b, before, chunk)
 }

@@ -150,15 +150,9 @@ func (s *Session) wake() {
 	}
 }
 
-// bigRead is the smallest read kept in its own pooled read buffer; a
-// smaller one is copied into a buffer of its size, so that the memory held
-// is at most about twice the bytes counted.
-const bigRead = frame.MaxPayload / 2
-
 func (s *Session) readLocal() {
-	pool := frame.Pool()
-	rb := pool.Get(frame.MaxPayload)
-	defer func() { s.drain(*rb); pool.Put(rb) }()
+	var rd frame.Reader
+	defer func() { s.drain() }()
 	for {
 		s.mu.Lock()
 		for int(s.end-s.base) >= s.o.Limit {
@@ -184,22 +178,19 @@ func (s *Session) readLocal() {
 				continue // an acknowledgement may have put it below its reserve
 			}
 		}
-		buf := *rb
-		n, err := s.local.Read(buf[:min(free, len(buf))])
+		// The pooled buffer read into is kept, by reference, until the
+		// peer acknowledges it (a small read is copied into a small one).
+		c, err := rd.Read(s.local, free)
 		s.mu.Lock()
 		if s.err != nil {
 			s.mu.Unlock()
+			if c != nil {
+				c.Free()
+			}
 			return
 		}
-		if n > 0 {
-			var c mem.Buffer
-			if n >= bigRead {
-				*rb = buf[:n]
-				c = mem.NewBuffer(rb, pool)
-				rb = pool.Get(frame.MaxPayload)
-			} else {
-				c = mem.Copy(buf[:n], pool)
-			}
+		if c != nil {
+			n := c.Len()
 			s.chunks = append(s.chunks, chunk{off: s.end, b: c.ReadOnlyData(), buf: c})
 			s.end += uint64(n)
 			s.account(n)
@@ -223,11 +214,12 @@ func (s *Session) readLocal() {
 // drain runs when reading ends: after an abort, what the local side still
 // sends is read and dropped for a moment, so that the close is a FIN and
 // not a reset; then the connection is closed.
-func (s *Session) drain(buf []byte) {
+func (s *Session) drain() {
 	<-s.done
 	if s.Err() != nil {
+		var buf [4 << 10]byte
 		for {
-			if _, err := s.local.Read(buf); err != nil {
+			if _, err := s.local.Read(buf[:]); err != nil {
 				break
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/relaytls/relaytls/internal/access"
+	"github.com/relaytls/relaytls/relay-sidecar/internal/cork"
 )
 
 // ConnInfo is the AuthInfo of an accepted agent connection.
@@ -30,11 +31,21 @@ type ConnInfo struct {
 
 	streams atomic.Int64
 	authed  atomic.Bool
+	// conn is the tracked connection, whose auth timer is stopped (and
+	// dropped, with its closure) once a stream authenticated.
+	conn *trackedConn
 }
 
 // authenticated records that a stream of the connection authenticated, so
 // that the --auth-timeout close does not apply.
-func (c *ConnInfo) authenticated() { c.authed.Store(true) }
+func (c *ConnInfo) authenticated() {
+	if c.authed.Swap(true) || c.conn == nil {
+		return
+	}
+	if t := c.conn.authTimer.Swap(nil); t != nil {
+		t.Stop()
+	}
+}
 
 // AuthType names the transport.
 func (c *ConnInfo) AuthType() string {
@@ -90,7 +101,9 @@ func (t *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	_ = raw.SetDeadline(accepted.Add(t.s.cfg.AuthTimeout))
 	// Not cloned: tls.Server does not change the config, and a clone per
 	// connection stays alive with it (about 1.4 KiB per idle agent).
-	conn := tls.Server(raw, t.tls)
+	// Records of one large write leave in one socket write (cork).
+	under := &cork.Raw{Conn: raw}
+	conn := tls.Server(under, t.tls)
 	if err := conn.Handshake(); err != nil {
 		raw.Close()
 		return nil, nil, t.fail(raw, err)
@@ -113,7 +126,7 @@ func (t *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 		info.Identity, _ = access.IdentityOf(leaf)
 		hi.PeerSerial, hi.Identity = info.PeerSerial, info.Identity
 	}
-	tc := t.track(conn, info, accepted)
+	tc := t.track(cork.New(conn, under), info, accepted)
 	t.s.cfg.Log.Debug("agent connected", "remote", raw.RemoteAddr().String(), "tls_version", tls.VersionName(st.Version),
 		"identity", info.Identity, "peer_serial", info.PeerSerial, "server_serial", hi.ServerSerial)
 	if t.s.cfg.OnHandshake != nil {
@@ -169,6 +182,7 @@ func (t *transportCreds) track(c net.Conn, info *ConnInfo, accepted time.Time) n
 	s.cfg.Metrics.Handshakes.Inc()
 	s.cfg.Metrics.Connections.Inc()
 	tc := &trackedConn{Conn: c, s: s}
+	info.conn = tc
 	remote := c.RemoteAddr().String()
 	tc.authTimer.Store(time.AfterFunc(max(time.Until(accepted.Add(s.cfg.AuthTimeout)), 0), func() {
 		if info.authed.Load() {

@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -150,7 +151,7 @@ func run(sidecar string, agents int, mib int64, rounds int) error {
 		if err != nil {
 			return fmt.Errorf("sidecar memory: %w", err)
 		}
-		mem.direct, mem.relay = d/1024, r/1024
+		mem.direct, mem.relay = d/1024, r.rss/1024
 		rows = append(rows, mem)
 	}
 
@@ -198,7 +199,9 @@ func runMemory(sidecar string, agents int) error {
 		return fmt.Errorf("sidecar memory: %w", err)
 	}
 	fmt.Printf("server memory per idle agent connection, %d agents: direct TLS %.1f KiB, relay-sidecar %.1f KiB (%.2fx)\n",
-		agents, d/1024, r/1024, r/d)
+		agents, d/1024, r.rss/1024, r.rss/d)
+	fmt.Printf("  of the relay-sidecar's, per agent: Go heap in use %.1f KiB, goroutine stacks %.1f KiB (from its /metrics)\n",
+		r.heap/1024, r.stacks/1024)
 	return nil
 }
 
@@ -268,14 +271,54 @@ func settledRSS(pid int) (float64, error) {
 	return float64(last), nil
 }
 
-func sidecarMemory(bin string, m *bench.Material, dir string, n int) (float64, error) {
+// perAgent is the growth of the server sidecar's memory per idle agent:
+// resident set size, and the Go heap in use and goroutine stacks its
+// metrics report.
+type perAgent struct{ rss, heap, stacks float64 }
+
+// goMemory reads the Go heap in use and goroutine stack bytes from a
+// sidecar's /metrics.
+func goMemory(health string) (heap, stacks float64, err error) {
+	resp, err := http.Get("http://" + health + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	var seen int
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		var x float64
+		if _, err := fmt.Sscanf(v, "%g", &x); err != nil {
+			continue
+		}
+		switch name {
+		case "go_memstats_heap_inuse_bytes":
+			heap, seen = x, seen+1
+		case "go_memstats_stack_inuse_bytes":
+			stacks, seen = x, seen+1
+		}
+	}
+	if seen != 2 {
+		return 0, 0, errors.New("the sidecar's /metrics has no go_memstats_heap_inuse_bytes or go_memstats_stack_inuse_bytes")
+	}
+	return heap, stacks, nil
+}
+
+func sidecarMemory(bin string, m *bench.Material, dir string, n int) (perAgent, error) {
 	addr, err := freePort()
 	if err != nil {
-		return 0, err
+		return perAgent{}, err
 	}
 	health, err := freePort()
 	if err != nil {
-		return 0, err
+		return perAgent{}, err
 	}
 	src := bench.Sources(m.ServerDir)
 	cmd := exec.Command(bin, "--role=server", "--mode=mtls", "--listen="+addr, "--health-listen="+health,
@@ -285,20 +328,24 @@ func sidecarMemory(bin string, m *bench.Material, dir string, n int) (float64, e
 		"--auth-timeout=2m")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("starting %s: %w", bin, err)
+		return perAgent{}, fmt.Errorf("starting %s: %w", bin, err)
 	}
 	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
 	if err := waitHTTP("http://" + health + "/readyz"); err != nil {
-		return 0, err
+		return perAgent{}, err
 	}
 	before, err := settledRSS(cmd.Process.Pid)
 	if err != nil {
-		return 0, err
+		return perAgent{}, err
+	}
+	heap0, stacks0, err := goMemory(health)
+	if err != nil {
+		return perAgent{}, err
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r, err := creds.NewReloader(bench.Sources(m.AgentDir), creds.Expect{Role: creds.RoleAgent}, creds.Options{Log: quiet})
 	if err != nil {
-		return 0, err
+		return perAgent{}, err
 	}
 	met := metrics.New("agent", nil)
 	ags := make([]*agent.Agent, 0, n)
@@ -316,14 +363,14 @@ func sidecarMemory(bin string, m *bench.Material, dir string, n int) (float64, e
 			a, err := agent.New(agent.Config{Mode: access.ModeMTLS, ServerAddr: addr, ServerName: bench.ServerName,
 				Creds: r, Metrics: met, Log: quiet})
 			if err != nil {
-				return 0, err
+				return perAgent{}, err
 			}
 			ags = append(ags, a)
 		}
 		for _, a := range ags[start:] {
 			for a.Ready() != nil {
 				if time.Now().After(deadline) {
-					return 0, fmt.Errorf("%d agents connected after 5 minutes; one says: %v", start, a.Ready())
+					return perAgent{}, fmt.Errorf("%d agents connected after 5 minutes; one says: %v", start, a.Ready())
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -331,9 +378,14 @@ func sidecarMemory(bin string, m *bench.Material, dir string, n int) (float64, e
 	}
 	after, err := settledRSS(cmd.Process.Pid)
 	if err != nil {
-		return 0, err
+		return perAgent{}, err
 	}
-	return (after - before) / float64(n), nil
+	heap1, stacks1, err := goMemory(health)
+	if err != nil {
+		return perAgent{}, err
+	}
+	k := float64(n)
+	return perAgent{rss: (after - before) / k, heap: (heap1 - heap0) / k, stacks: (stacks1 - stacks0) / k}, nil
 }
 
 func waitHTTP(url string) error {
