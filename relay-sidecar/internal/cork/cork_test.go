@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relaytls/relaytls/internal/testpki"
+	"github.com/relaytls/relaytls/test/testpki"
 )
 
 // counting counts the writes that reach the socket.
