@@ -13,7 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/creds"
@@ -230,7 +231,7 @@ func (c *callCreds) RequireTransportSecurity() bool { return c.a.cfg.Mode != acc
 
 // monitor keeps rc connected and authenticated until it is closed.
 func (a *Agent) monitor(rc *relayConn) {
-	delay := a.cfg.BackoffBase
+	retry := a.backoff()
 	for {
 		st := rc.cc.GetState()
 		switch st {
@@ -245,12 +246,11 @@ func (a *Agent) monitor(rc *relayConn) {
 					select {
 					case <-a.ctx.Done():
 						return
-					case <-time.After(jitter(delay)):
+					case <-time.After(retry.Step()):
 					}
-					delay = min(time.Duration(float64(delay)*1.6), a.cfg.BackoffMax)
 					continue
 				}
-				delay = a.cfg.BackoffBase
+				retry = a.backoff()
 				a.connected(rc)
 			}
 		case connectivity.TransientFailure:
@@ -269,9 +269,11 @@ func (a *Agent) monitor(rc *relayConn) {
 	}
 }
 
-// jitter spreads d by ±20%.
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+// backoff is the delay between the agent's own retries (a refused hello, a
+// tunnel resume): BackoffBase growing 1.6 times to BackoffMax, each wait up
+// to 20% longer at random, as gRPC's reconnects on the same settings.
+func (a *Agent) backoff() *wait.Backoff {
+	return &wait.Backoff{Duration: a.cfg.BackoffBase, Factor: 1.6, Jitter: 0.2, Steps: math.MaxInt32, Cap: a.cfg.BackoffMax}
 }
 
 func (a *Agent) lost(rc *relayConn) {

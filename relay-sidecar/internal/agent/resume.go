@@ -136,7 +136,7 @@ func permanent(err error) bool {
 // resume window ends or the server refuses for good.
 func (a *Agent) resumeTunnel(t *tunnel, sess *resume.Session, id []byte) (*relayConn, grpc.ClientStream, context.CancelFunc, chan struct{}, uint64, uint64, error) {
 	deadline := time.Now().Add(a.cfg.ResumeWindow)
-	delay := a.cfg.BackoffBase
+	retry := a.backoff()
 	m := a.cfg.Metrics
 	for {
 		if a.ctx.Err() != nil {
@@ -202,8 +202,7 @@ func (a *Agent) resumeTunnel(t *tunnel, sess *resume.Session, id []byte) (*relay
 		a.cfg.Log.Debug("tunnel resume failed; retrying", "conn", rc.id, "error", message(err))
 		select {
 		case <-a.ctx.Done():
-		case <-time.After(min(jitter(delay), time.Until(deadline))):
+		case <-time.After(min(retry.Step(), time.Until(deadline))):
 		}
-		delay = min(time.Duration(float64(delay)*1.6), a.cfg.BackoffMax)
 	}
 }
