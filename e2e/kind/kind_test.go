@@ -344,6 +344,13 @@ func runMode(t *testing.T, e *env, m modeCase) {
 	// self-signed modes, the user's in modes 3 and 6 (renewed as often),
 	// the relay-client Certificate where the workload cluster enrolls.
 	var certs []harness.Renewed
+	waitReady := func() {
+		for _, w := range certs {
+			if err := harness.WaitCertificateReady(ctx, w.Cluster, w.Certificate, 3*time.Minute); err != nil {
+				t.Fatalf("Certificate %s: %v", w.Certificate, err)
+			}
+		}
+	}
 	var user *harness.Installation
 	if byo(hm) {
 		// What the user brings exists before the chart is installed (its
@@ -356,13 +363,7 @@ func runMode(t *testing.T, e *env, m modeCase) {
 			t.Fatal(err)
 		}
 		certs = append(certs, user.Renewed...)
-	} else {
-		certs = append(certs, harness.Renewed{Cluster: e.mgmt, Certificate: "relaytls-server", Secret: relayv1.ServerSecretName})
-	}
-	for _, w := range certs {
-		if err := harness.WaitCertificateReady(ctx, w.Cluster, w.Certificate, 3*time.Minute); err != nil {
-			t.Fatalf("Certificate %s: %v", w.Certificate, err)
-		}
+		waitReady()
 	}
 
 	// Management cluster: the chart, as users install it.
@@ -372,6 +373,10 @@ func runMode(t *testing.T, e *env, m modeCase) {
 		"--set", "pki.server.dnsNames={"+mgmtNode+",relay."+ns+".svc}",
 		"--set", "pki.server.duration="+duration, "--set", "pki.server.renewBefore="+renewBefore,
 		"--set", "issuer.issuance.service.type=NodePort")
+	if !byo(hm) {
+		certs = append(certs, harness.Renewed{Cluster: e.mgmt, Certificate: "relaytls-server", Secret: relayv1.ServerSecretName})
+		waitReady()
+	}
 	endpoint := mgmtNode + ":9443" // unused without an issuance endpoint
 	if m.autoClient {
 		issuancePort := strings.Trim(e.k(t, e.mgmtCtx, nil, "-n", ns, "get", "service", "relay-issuer",
