@@ -12,6 +12,7 @@ package kind
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -30,8 +31,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/harness"
 	"github.com/relaytls/relaytls/e2e/provider"
+	"github.com/relaytls/relaytls/internal/testpki"
 )
 
 const ns = "relaytls-system"
@@ -259,17 +262,39 @@ type modeCase struct {
 	autoClient bool
 }
 
-// TestKind runs each mode on the two real clusters: the management side
-// from the Helm chart, the workload side from the kustomize profile plus
-// relayctl register --secrets-only, server and agent as pods, three renewals
-// of every renewed certificate as rotated by kubelet with zero gaps and
-// breaks, the relay-issuer pod killed mid-run, the server pod restarted,
-// and the secret-leak scan. RELAYTLS_KIND_MODES picks modes by name.
+// byo reports whether the user brings the PKI (modes 3, 5 and 6): it is
+// made as the local suite makes it (harness.UserMaterial), and the server
+// certificate carries harness.ServerName, not the node's name.
+func byo(m harness.Mode) bool { return m.Number == 3 || m.Number == 5 || m.Number == 6 }
+
+// mgmtIssuer reports whether the chart runs relay-issuer in the management
+// cluster (modes 2, 4 and 5: values.yaml relayIssuer).
+func mgmtIssuer(m harness.Mode) bool { return m.Number == 2 || m.Number == 4 || m.Number == 5 }
+
+// userClientSecret is an agent client certificate of the user's PKI (mode
+// 6) for cluster, as a user stores it: tls.crt, tls.key and the root.
+func userClientSecret(t *testing.T, root *testpki.Cert, cluster string) map[string][]byte {
+	c := testpki.Issue(t, root, testpki.Options{CommonName: cluster, DNSNames: []string{cluster},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return map[string][]byte{"tls.crt": c.CertPEM(), "tls.key": c.KeyPEM(t), "ca.crt": root.CertPEM()}
+}
+
+// TestKind runs each mode on the two real clusters: in the bring-your-own
+// modes the user's PKI first (as the local suite makes it), the management
+// side from the Helm chart, the workload side from the kustomize profile plus
+// relayctl register --secrets-only (where the mode has a token), server and
+// agent as pods, three renewals of every renewed certificate as rotated by
+// kubelet with zero gaps and breaks (mode 6: the user also replaces the
+// agent's client certificate Secret once), the relay-issuer pod killed
+// mid-run (where it runs), the server pod restarted, and the secret-leak
+// scan. RELAYTLS_KIND_MODES picks modes by name.
 func TestKind(t *testing.T) {
 	e := setup(t)
 	cases := []modeCase{
 		{mode: "mtls-self-signed", autoClient: true},
 		{mode: "tls-self-signed"},
+		{mode: "mtls-byo-ca", autoClient: true},
+		{mode: "mtls-byo-client"},
 	}
 	only := strings.Fields(os.Getenv("RELAYTLS_KIND_MODES"))
 	for _, m := range cases {
@@ -308,9 +333,38 @@ func runMode(t *testing.T, e *env, m modeCase) {
 	ctx := t.Context()
 	mgmtNode := e.prefix + "-mgmt-control-plane"
 	mode := m.mode
+	hm, err := harness.ModeByName(mode)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Short lives so the run sees three renewals: each renews 2m before a
 	// 3m expiry, i.e. every minute.
 	const duration, renewBefore = "3m", "2m"
+	// The renewed certificates: the chart's server certificate in the
+	// self-signed modes, the user's in modes 3 and 6 (renewed as often),
+	// the relay-client Certificate where the workload cluster enrolls.
+	var certs []harness.Renewed
+	waitReady := func() {
+		for _, w := range certs {
+			if err := harness.WaitCertificateReady(ctx, w.Cluster, w.Certificate, 3*time.Minute); err != nil {
+				t.Fatalf("Certificate %s: %v", w.Certificate, err)
+			}
+		}
+	}
+	var user *harness.Installation
+	if byo(hm) {
+		// What the user brings exists before the chart is installed (its
+		// preflight checks the Secrets).
+		for _, kc := range []string{e.mgmtCtx, e.wlCtx} {
+			e.k(t, kc, nil, "create", "namespace", ns)
+		}
+		user, err = harness.UserMaterial(ctx, harness.Options{T: t, Mode: hm, Mgmt: e.mgmt, Workload: e.wl, RenewEvery: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, user.Renewed...)
+		waitReady()
+	}
 
 	// Management cluster: the chart, as users install it.
 	e.run(t, nil, e.helm, "--kube-context", e.mgmtCtx, "install", "relaytls", "deploy/charts/relaytls",
@@ -319,10 +373,9 @@ func runMode(t *testing.T, e *env, m modeCase) {
 		"--set", "pki.server.dnsNames={"+mgmtNode+",relay."+ns+".svc}",
 		"--set", "pki.server.duration="+duration, "--set", "pki.server.renewBefore="+renewBefore,
 		"--set", "issuer.issuance.service.type=NodePort")
-	for _, n := range []string{"relaytls-server"} {
-		if err := harness.WaitCertificateReady(ctx, e.mgmt, n, 3*time.Minute); err != nil {
-			t.Fatalf("management Certificate %s: %v", n, err)
-		}
+	if !byo(hm) {
+		certs = append(certs, harness.Renewed{Cluster: e.mgmt, Certificate: "relaytls-server", Secret: relayv1.ServerSecretName})
+		waitReady()
 	}
 	endpoint := mgmtNode + ":9443" // unused without an issuance endpoint
 	if m.autoClient {
@@ -351,18 +404,22 @@ patches:
     - {op: replace, path: /data/cluster, value: wl}
     - {op: replace, path: /data/endpoint, value: "%s"}
 `, rel, endpoint)
+	serverNamePatch := ""
+	if byo(hm) {
+		serverNamePatch = "\n    - {op: add, path: /spec/remote/serverName, value: " + harness.ServerName + "}"
+	}
 	if m.autoClient {
 		kust += fmt.Sprintf(`- target: {group: relaytls.io, kind: RelayIssuer, name: relay}
   patch: |-
     - {op: replace, path: /spec/remote/cluster, value: wl}
-    - {op: replace, path: /spec/remote/endpoint, value: "%s"}
+    - {op: replace, path: /spec/remote/endpoint, value: "%s"}%s
 - target: {group: cert-manager.io, kind: Certificate, name: relay-client}
   patch: |-
     - {op: replace, path: /spec/commonName, value: wl}
     - {op: replace, path: /spec/dnsNames, value: [wl]}
     - {op: replace, path: /spec/duration, value: %s}
     - {op: replace, path: /spec/renewBefore, value: %s}
-`, endpoint, duration, renewBefore)
+`, endpoint, serverNamePatch, duration, renewBefore)
 	}
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kust), 0o644); err != nil {
 		t.Fatal(err)
@@ -379,59 +436,76 @@ patches:
 	e.k(t, e.wlCtx, nil, "wait", "--for=condition=Established", "--timeout=60s",
 		"crd/relayissuers.relaytls.io", "crd/relayclusterissuers.relaytls.io", "crd/relayclusters.relaytls.io")
 	e.k(t, e.wlCtx, []byte(rendered), "apply", "--server-side", "-f", "-")
-	reg := []string{"register", "--secrets-only", "--cluster", "wl",
-		"--mgmt-context", e.mgmtCtx, "--remote-context", e.wlCtx,
-		"--mgmt-kubeconfig", e.kubeconfig, "--remote-kubeconfig", e.kubeconfig}
-	if m.autoClient {
-		reg = append(reg, "--endpoint", endpoint)
+	if hm.UsesToken() {
+		reg := []string{"register", "--secrets-only", "--cluster", "wl",
+			"--mgmt-context", e.mgmtCtx, "--remote-context", e.wlCtx,
+			"--mgmt-kubeconfig", e.kubeconfig, "--remote-kubeconfig", e.kubeconfig}
+		if m.autoClient {
+			reg = append(reg, "--endpoint", endpoint)
+		}
+		e.run(t, nil, e.relayctl, reg...)
 	}
-	e.run(t, nil, e.relayctl, reg...)
 	if m.autoClient {
 		if err := harness.WaitCertificateReady(ctx, e.wl, "relay-client", 4*time.Minute); err != nil {
 			t.Fatalf("workload Certificate relay-client: %v", err)
 		}
+		certs = append(certs, harness.Renewed{Cluster: e.wl, Certificate: "relay-client", Secret: relayv1.ClientSecretName})
+	}
+	if hm.Number == 6 {
+		// The agent's own certificate from the user's PKI, no issuer.
+		if err := harness.PutSecret(ctx, e.wl, relayv1.BYOClientSecretName, userClientSecret(t, user.UserRoot, "wl")); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Agent: the sample app with the documented agent sidecar.
-	sc, vols = e.sidecarSnippet(t, mode, "workload", map[string]string{
-		"server-addr": mgmtNode + ":30900", "cluster": "wl"})
+	set := map[string]string{"server-addr": mgmtNode + ":30900", "cluster": "wl"}
+	if byo(hm) {
+		set["server-name"] = harness.ServerName
+	}
+	sc, vols = e.sidecarSnippet(t, mode, "workload", set)
 	e.k(t, e.wlCtx, e.appDeployment("relay-agent", sc, vols,
 		[]string{"--role=agent", "--connect=127.0.0.1:9900", "--stats-interval=2s"}), "apply", "-f", "-")
 	e.k(t, e.mgmtCtx, nil, "-n", ns, "rollout", "status", "deploy/relay-server", "--timeout=3m")
 	e.k(t, e.wlCtx, nil, "-n", ns, "rollout", "status", "deploy/relay-agent", "--timeout=3m")
 
 	// Three renewals of every renewed certificate, as kubelet rotates them
-	// into the pods; the relay-issuer pod is killed after the first one.
+	// into the pods; after the first one the relay-issuer pod is killed
+	// (where it runs) and, in mode 6, the user replaces the agent's client
+	// certificate Secret with a new certificate and key.
+	if len(certs) == 0 {
+		t.Fatalf("mode %s renews no certificate: nothing to rotate", mode)
+	}
 	start := map[string]int{}
-	type watched struct {
-		c    provider.Cluster
-		name string
-	}
-	certs := []watched{{e.mgmt, "relaytls-server"}}
-	if m.autoClient {
-		certs = append(certs, watched{e.wl, "relay-client"})
-	}
 	for _, w := range certs {
-		r, err := revision(ctx, w.c, w.name)
+		r, err := revision(ctx, w.Cluster, w.Certificate)
 		if err != nil {
 			t.Fatal(err)
 		}
-		start[w.name] = r
+		start[w.Certificate] = r
 	}
-	killed := false
-	err := wait.PollUntilContextTimeout(ctx, 5*time.Second, 8*time.Minute, false, func(ctx context.Context) (bool, error) {
+	acted := false
+	err = wait.PollUntilContextTimeout(ctx, 5*time.Second, 8*time.Minute, false, func(ctx context.Context) (bool, error) {
 		done := true
 		for _, w := range certs {
-			r, err := revision(ctx, w.c, w.name)
+			r, err := revision(ctx, w.Cluster, w.Certificate)
 			if err != nil {
 				return false, err
 			}
-			if r-start[w.name] >= 1 && !killed {
-				t.Logf("killing the relay-issuer pod after the first renewal of %s", w.name)
-				e.k(t, e.mgmtCtx, nil, "-n", ns, "delete", "pod", "-l", "app.kubernetes.io/name=relay-issuer", "--wait=false")
-				killed = true
+			if r-start[w.Certificate] >= 1 && !acted {
+				acted = true
+				if mgmtIssuer(hm) {
+					t.Logf("killing the relay-issuer pod after the first renewal of %s", w.Certificate)
+					e.k(t, e.mgmtCtx, nil, "-n", ns, "delete", "pod", "-l", "app.kubernetes.io/name=relay-issuer", "--wait=false")
+				}
+				if hm.Number == 6 {
+					t.Logf("replacing the agent's client certificate Secret %s after the first renewal of %s", relayv1.BYOClientSecretName, w.Certificate)
+					if err := harness.PutSecret(ctx, e.wl, relayv1.BYOClientSecretName, userClientSecret(t, user.UserRoot, "wl")); err != nil {
+						return false, err
+					}
+				}
 			}
-			if r-start[w.name] < 3 {
+			if r-start[w.Certificate] < 3 {
 				done = false
 			}
 		}
@@ -439,8 +513,8 @@ patches:
 	})
 	if err != nil {
 		for _, w := range certs {
-			r, _ := revision(ctx, w.c, w.name)
-			t.Logf("%s: revision %d (started at %d)", w.name, r, start[w.name])
+			r, _ := revision(ctx, w.Cluster, w.Certificate)
+			t.Logf("%s: revision %d (started at %d)", w.Certificate, r, start[w.Certificate])
 		}
 		t.Fatalf("three renewals of every certificate: %v", err)
 	}
@@ -455,13 +529,25 @@ patches:
 	}
 	// Each sidecar whose certificate cert-manager renews reloads once per
 	// renewal kubelet projects (three), after its first load. A tls-mode
-	// agent holds only the root and its token, which do not rotate: it
-	// loads once.
+	// agent holds only the root and its token, which do not rotate, and
+	// mode 5's server the user's certificate: they load once. Mode 6's
+	// agent loads its first client certificate and the user's replacement.
+	server, agent := 1.0, 1.0
+	for _, w := range certs {
+		if w.Cluster == e.mgmt {
+			server = 3
+		} else {
+			agent = 3
+		}
+	}
+	if hm.Number == 6 {
+		agent = 2
+	}
 	for _, d := range []struct {
 		c    provider.Cluster
 		app  string
 		want float64
-	}{{e.mgmt, "relay-server", 3}, {e.wl, "relay-agent", map[bool]float64{true: 3, false: 1}[m.autoClient]}} {
+	}{{e.mgmt, "relay-server", server}, {e.wl, "relay-agent", agent}} {
 		n, err := sidecarMetric(ctx, d.c, d.app, "relay_sidecar_credential_reloads_total", `result="success"`)
 		if err != nil {
 			t.Fatal(err)
@@ -475,21 +561,21 @@ patches:
 	// revision of each renewed Certificate has exactly one CertificateRequest.
 	for _, w := range certs {
 		var crs cmapi.CertificateRequestList
-		if err := w.c.Client().List(ctx, &crs, client.InNamespace(ns)); err != nil {
+		if err := w.Cluster.Client().List(ctx, &crs, client.InNamespace(ns)); err != nil {
 			t.Fatal(err)
 		}
 		perRev := map[string]int{}
 		for _, cr := range crs.Items {
-			if cr.Annotations[cmapi.CertificateNameKey] == w.name {
+			if cr.Annotations[cmapi.CertificateNameKey] == w.Certificate {
 				perRev[cr.Annotations[cmapi.CertificateRequestRevisionAnnotationKey]]++
 			}
 		}
 		if len(perRev) == 0 {
-			t.Errorf("%s: no CertificateRequest kept", w.name)
+			t.Errorf("%s: no CertificateRequest kept", w.Certificate)
 		}
 		for rev, n := range perRev {
 			if n != 1 {
-				t.Errorf("%s revision %s has %d CertificateRequests; want 1", w.name, rev, n)
+				t.Errorf("%s revision %s has %d CertificateRequests; want 1", w.Certificate, rev, n)
 			}
 		}
 	}
