@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/relaytls/relaytls/internal/command"
 	"github.com/relaytls/relaytls/internal/version"
 	"github.com/relaytls/relaytls/issuer/app"
 	"github.com/relaytls/relaytls/issuer/endpoint"
@@ -31,20 +31,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0) // the usage went to stderr
-	case errors.Is(err, errUsage):
-		os.Exit(2) // the flag package printed the error and the usage
-	default:
-		fmt.Fprintf(os.Stderr, "relay-issuer: %v\n", err)
-		os.Exit(1)
-	}
+	command.Exit("relay-issuer", err)
 }
-
-// errUsage marks a flag the flag package could not parse.
-var errUsage = errors.New("bad command line")
 
 // run is the whole command: flags from args, the version and usage to
 // stdout and stderr, logs to stderr, until ctx ends.
@@ -89,7 +77,6 @@ type flags struct {
 // stderr.
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs := flag.NewFlagSet("relay-issuer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	showVersion := version.AddFlag(fs)
 	var (
 		o                app.Options
@@ -129,11 +116,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.IntVar(&is.MaxWaiting, "issuance-max-waiting", 0, "enrollment calls that may wait for a slot; more are answered Busy at once (default 4 x --issuance-max-concurrent)")
 	fs.DurationVar(&is.MaxDuration, "issuance-max-duration", endpoint.DefaultMaxDuration, "longest certificate lifetime a call may ask for; longer requests are shortened to it (the issuer's maxDuration may shorten further); negative or overflowing durations are refused")
 	fs.BoolVar(&is.KeepRequests, "issuance-keep-requests", false, "keep the endpoint's CertificateRequests after answering (debugging)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	if err := command.ParseFlags(fs, args, stderr); err != nil {
+		return nil, err
 	}
 	if *showVersion {
 		return &flags{showVersion: true}, nil

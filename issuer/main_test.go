@@ -6,6 +6,8 @@ import (
 	"flag"
 	"strings"
 	"testing"
+
+	"github.com/relaytls/relaytls/internal/command"
 )
 
 // TestRunCommandLine runs the command's parsing paths, none of which reach a
@@ -21,7 +23,7 @@ func TestRunCommandLine(t *testing.T) {
 	}{
 		{name: "version to stdout", args: []string{"--version"}, stdout: "relay-issuer"},
 		{name: "help is ErrHelp with the usage on stderr", args: []string{"-h"}, err: flag.ErrHelp, stderrHave: "-issuance-listen-address"},
-		{name: "an unknown flag is a usage error", args: []string{"--no-such-flag"}, err: errUsage, stderrHave: "no-such-flag"},
+		{name: "an unknown flag is a usage error", args: []string{"--no-such-flag"}, err: command.ErrUsage, stderrHave: "no-such-flag"},
 		{name: "a positional argument", args: []string{"extra"}, msg: "unexpected arguments: extra"},
 		{name: "a negative bound", args: []string{"--issuance-listen-address=:0", "--issuance-burst=-1"}, msg: "--issuance-burst must not be negative"},
 		{name: "endpoint flags without the endpoint", args: []string{"--issuance-timeout=5s"}, msg: "--issuance-timeout only work with --issuance-listen-address"},

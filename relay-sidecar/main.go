@@ -22,6 +22,7 @@ import (
 
 	"github.com/relaytls/relaytls/internal/access"
 	"github.com/relaytls/relaytls/internal/clusterlist"
+	"github.com/relaytls/relaytls/internal/command"
 	"github.com/relaytls/relaytls/internal/creds"
 	"github.com/relaytls/relaytls/internal/version"
 	"github.com/relaytls/relaytls/relay-sidecar/internal/agent"
@@ -34,33 +35,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0) // the usage went to stderr
-	case errors.Is(err, errUsage):
-		os.Exit(2) // the flag package printed the error and the usage
-	default:
-		fmt.Fprintf(os.Stderr, "relay-sidecar: %v\n", err)
-		os.Exit(1)
-	}
+	command.Exit("relay-sidecar", err)
 }
-
-// errUsage marks a flag the flag package could not parse.
-var errUsage = errors.New("bad command line")
 
 // run is the whole command: flags from args, the version and usage to
 // stdout and stderr, logs to stderr; it serves until ctx ends, then drains.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("relay-sidecar", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cfg := config.Register(fs)
 	showVersion := version.AddFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+	if err := command.ParseFlags(fs, args, stderr); err != nil {
+		return err
 	}
 	if *showVersion {
 		version.Print(stdout, "relay-sidecar")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/relaytls/relaytls/e2e/relayapp"
+	"github.com/relaytls/relaytls/internal/command"
 )
 
 func TestRunRefusesBadFlagsBeforeStarting(t *testing.T) {
@@ -57,7 +58,7 @@ func TestRunCommandLine(t *testing.T) {
 		t.Fatalf("-h: %v, usage %q", err, stderr.String())
 	}
 	stderr.Reset()
-	if err := run(t.Context(), []string{"--no-such-flag"}, io.Discard, &stderr); !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), "no-such-flag") {
+	if err := run(t.Context(), []string{"--no-such-flag"}, io.Discard, &stderr); !errors.Is(err, command.ErrUsage) || !strings.Contains(stderr.String(), "no-such-flag") {
 		t.Fatalf("a bad flag: %v, stderr %q", err, stderr.String())
 	}
 }
