@@ -9,19 +9,20 @@ import (
 )
 
 func TestParseFlagsAndExitCode(t *testing.T) {
-	parse := func(args ...string) (error, string) {
+	parse := func(args ...string) (string, error) {
 		fs := flag.NewFlagSet("x", flag.ContinueOnError)
 		fs.Bool("on", false, "a flag")
 		var stderr bytes.Buffer
-		return ParseFlags(fs, args, &stderr), stderr.String()
+		err := ParseFlags(fs, args, &stderr)
+		return stderr.String(), err
 	}
-	if err, _ := parse("--on"); err != nil || ExitCode("x", err, &bytes.Buffer{}) != 0 {
+	if _, err := parse("--on"); err != nil || ExitCode("x", err, &bytes.Buffer{}) != 0 {
 		t.Fatalf("a good command line: %v", err)
 	}
-	if err, usage := parse("-h"); !errors.Is(err, flag.ErrHelp) || !strings.Contains(usage, "-on") || ExitCode("x", err, &bytes.Buffer{}) != 0 {
+	if usage, err := parse("-h"); !errors.Is(err, flag.ErrHelp) || !strings.Contains(usage, "-on") || ExitCode("x", err, &bytes.Buffer{}) != 0 {
 		t.Fatalf("-h: %v, usage %q", err, usage)
 	}
-	if err, out := parse("--off"); !errors.Is(err, ErrUsage) || !strings.Contains(out, "off") || ExitCode("x", err, &bytes.Buffer{}) != 2 {
+	if out, err := parse("--off"); !errors.Is(err, ErrUsage) || !strings.Contains(out, "off") || ExitCode("x", err, &bytes.Buffer{}) != 2 {
 		t.Fatalf("an unknown flag: %v, stderr %q", err, out)
 	}
 	var stderr bytes.Buffer
