@@ -19,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -398,6 +399,47 @@ func TestInitRegisterStatusCheck(t *testing.T) {
 		out, err = relayctl(t, "revoke", "--cluster", "north", mk, "--undo")
 		if gen, revoked := generation(); err != nil || revoked || gen != 2 || !strings.Contains(out, `cluster "north" re-admitted with token generation 2`) {
 			t.Errorf("revoke --undo: generation %d, revoked %t, %v\n%s", gen, revoked, err, out)
+		}
+	})
+
+	t.Run("token reads the root token from the Secret relaytls-config names", func(t *testing.T) {
+		custom := []byte(strings.Repeat("c", 64))
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "custom-root-token"}, Data: map[string][]byte{"token": custom}}
+		if err := mgmt.Client.Create(t.Context(), sec); err != nil {
+			t.Fatal(err)
+		}
+		setTokenSecret := func(name string) {
+			t.Helper()
+			var cm corev1.ConfigMap
+			if err := mgmt.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "relaytls-config"}, &cm); err != nil {
+				t.Fatal(err)
+			}
+			if name == "" {
+				delete(cm.Data, "tokenSecret")
+			} else {
+				cm.Data["tokenSecret"] = name
+			}
+			if err := mgmt.Client.Update(context.Background(), &cm); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var cm corev1.ConfigMap
+		if err := mgmt.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "relaytls-config"}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		orig := cm.Data["tokenSecret"]
+		setTokenSecret("custom-root-token")
+		t.Cleanup(func() { setTokenSecret(orig) })
+		f := filepath.Join(t.TempDir(), "west.token")
+		if out, err := relayctl(t, "token", "--cluster", "west", mk, "--output-file", f); err != nil {
+			t.Fatalf("relayctl token: %v\n%s", err, out)
+		}
+		want, err := proof.ClusterToken(proof.Token(custom), "west", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(f); err != nil || string(b) != string(want)+"\n" {
+			t.Errorf("relayctl token did not derive west's token from the Secret relaytls-config names (custom-root-token): %v", err)
 		}
 	})
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -50,7 +49,7 @@ func MigrateScope(ctx context.Context, mgmt *kube.Conn, remotes []*kube.Conn, pr
 	if len(remotes) == 0 {
 		return nil, errors.New("no workload cluster given: pass each one with --remote-context (or --remote-kubeconfig)")
 	}
-	_, mode, err := managementConfig(ctx, mgmt)
+	cfg, mode, err := managementConfig(ctx, mgmt)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +86,7 @@ func MigrateScope(ctx context.Context, mgmt *kube.Conn, remotes []*kube.Conn, pr
 		targets = append(targets, remoteCluster{conn: rc, name: name})
 	}
 
-	rootToken, err := readRootToken(ctx, mgmt)
+	rootToken, err := managementToken(ctx, mgmt, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -163,15 +162,12 @@ func clusterNameOf(ctx context.Context, rc *kube.Conn) (string, error) {
 	return name, nil
 }
 
-// readRootToken reads the management root token.
+// readRootToken reads the management root token from the Secret
+// relaytls-config names (the default name where the ConfigMap cannot be read).
 func readRootToken(ctx context.Context, mgmt *kube.Conn) (proof.Token, error) {
-	var s corev1.Secret
-	if err := mgmt.Client.Get(ctx, client.ObjectKey{Namespace: mgmt.Namespace, Name: modes.TokenSecret}, &s); err != nil {
-		return nil, fmt.Errorf("%s: reading Secret %s/%s: %w", mgmt.Name, mgmt.Namespace, modes.TokenSecret, err)
-	}
-	root, err := proof.ParseToken(s.Data["token"])
+	cfg, err := check.Config(ctx, mgmt)
 	if err != nil {
-		return nil, fmt.Errorf("%s: Secret %s/%s token: %w", mgmt.Name, mgmt.Namespace, modes.TokenSecret, err)
+		cfg = nil
 	}
-	return root, nil
+	return managementToken(ctx, mgmt, cfg)
 }
