@@ -18,6 +18,7 @@ import (
 	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/e2e/harness"
 	"github.com/relaytls/relaytls/e2e/provider"
+	"github.com/relaytls/relaytls/e2e/relayapp"
 	"github.com/relaytls/relaytls/issuer/signer"
 	"github.com/relaytls/relaytls/test/faultproxy"
 	"github.com/relaytls/relaytls/test/testpki"
@@ -37,11 +38,7 @@ func (e *env) rootRotation(t *testing.T) {
 	ctx := t.Context()
 	mgmt, wl := e.in.Mgmt, e.in.Workload
 	clientCrt := e.renewed(t, relayv1.ClientSecretName)
-	oldRoots := secretCerts(t, mgmt, relayv1.DefaultRootSecretName)
-	if len(oldRoots) != 1 {
-		t.Fatalf("the management root Secret holds %d certificates before the rotation", len(oldRoots))
-	}
-	oldRoot := oldRoots[0]
+	oldRoot := e.soleRoot(t)
 	s0, a0 := e.relay.Stats()
 	start := time.Now()
 	renewals0 := e.watch.Renewals(clientCrt)
@@ -196,10 +193,7 @@ func (e *env) rootRotation(t *testing.T) {
 	e.heartbeatsAdvance(20, "after retire")
 	total := time.Since(start)
 
-	s, a := e.relay.Stats()
-	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
-		t.Fatalf("the stream did not survive the root rotation: server %+v, agent %+v", s, a)
-	}
+	s, a := e.unbroken(t, "the stream did not survive the root rotation")
 	life := clientLifetime(ctx, wl)
 	t.Logf("root rotation, mode %s: full %s (prepare %s, activate %s, retire %s of which %s until Retired in status); "+
 		"client certificate lifetime %s, renewal every %s (%d client renewals during the rotation); "+
@@ -497,10 +491,7 @@ func (e *env) offlineCluster(t *testing.T) {
 		return st.Phase == relayv1.RootRotationRetire && c.Reason == "Retired"
 	})
 	e.heartbeatsAdvance(20, "after the second rotation")
-	s, a := e.relay.Stats()
-	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
-		t.Fatalf("the stream did not survive: server %+v, agent %+v", s, a)
-	}
+	s, a := e.unbroken(t, "the stream did not survive")
 	t.Logf("offline cluster: offline %s, recovered (new root recorded) %s after it came back and relayctl register --secrets-only; whole second rotation %s; stream: %d/%d heartbeats, 0 gaps, 0 breaks",
 		back.Sub(offline).Round(10*time.Millisecond), recovered.Round(10*time.Millisecond), time.Since(offline).Round(10*time.Millisecond), a.Received-a0.Received, s.Received-s0.Received)
 }
@@ -587,10 +578,7 @@ func (e *env) endpointDown(t *testing.T) {
 		return st.Phase == relayv1.RootRotationRetire && c.Reason == "Retired"
 	})
 	e.heartbeatsAdvance(20, "after the third rotation")
-	s, a := e.relay.Stats()
-	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
-		t.Fatalf("the stream did not survive: server %+v, agent %+v", s, a)
-	}
+	s, a := e.unbroken(t, "the stream did not survive")
 	t.Logf("endpoint down during activate: down %s; the client moved to the new root %s after the endpoint came back; whole rotation %s; stream: %d/%d heartbeats, 0 gaps, 0 breaks",
 		up.Sub(down).Round(10*time.Millisecond), caughtUp.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond), a.Received-a0.Received, s.Received-s0.Received)
 }
@@ -605,11 +593,7 @@ func (e *env) endpointDown(t *testing.T) {
 // throughout.
 func (e *env) tlsRootRotation(t *testing.T) {
 	mgmt, wl := e.in.Mgmt, e.in.Workload
-	oldRoots := secretCerts(t, mgmt, relayv1.DefaultRootSecretName)
-	if len(oldRoots) != 1 {
-		t.Fatalf("the management root Secret holds %d certificates before the rotation", len(oldRoots))
-	}
-	oldRoot := oldRoots[0]
+	oldRoot := e.soleRoot(t)
 	s0, a0 := e.relay.Stats()
 	start := time.Now()
 	placeBundle := func(step string) {
@@ -669,10 +653,29 @@ func (e *env) tlsRootRotation(t *testing.T) {
 		t.Fatalf("a new handshake verified against the agent's bundle after retire: %v", err)
 	}
 	e.heartbeatsAdvance(20, "after retire")
-	s, a := e.relay.Stats()
-	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
-		t.Fatalf("the stream did not survive the root rotation: server %+v, agent %+v", s, a)
-	}
+	s, a := e.unbroken(t, "the stream did not survive the root rotation")
 	t.Logf("root rotation, mode %s: full %s (prepare until Prepared %s, with one relayctl register --secrets-only); stream: %d heartbeats to the agent, %d to the server during it, 0 gaps, 0 breaks, 1 stream",
 		e.mode, time.Since(start).Round(10*time.Millisecond), prepareTook.Round(10*time.Millisecond), a.Received-a0.Received, s.Received-s0.Received)
+}
+
+// soleRoot is the management root before a rotation: the root Secret must
+// hold exactly one certificate.
+func (e *env) soleRoot(t *testing.T) *x509.Certificate {
+	t.Helper()
+	roots := secretCerts(t, e.in.Mgmt, relayv1.DefaultRootSecretName)
+	if len(roots) != 1 {
+		t.Fatalf("the management root Secret holds %d certificates before the rotation", len(roots))
+	}
+	return roots[0]
+}
+
+// unbroken fails t, saying what, unless the relay kept one stream with no
+// gap and no break on either side, and returns both sides' counters.
+func (e *env) unbroken(t *testing.T, what string) (server, agent relayapp.Stats) {
+	t.Helper()
+	s, a := e.relay.Stats()
+	if s.Gaps != 0 || a.Gaps != 0 || s.Breaks != 0 || a.Breaks != 0 || s.Streams != 1 || a.Streams != 1 {
+		t.Fatalf("%s: server %+v, agent %+v", what, s, a)
+	}
+	return s, a
 }
