@@ -80,6 +80,17 @@ type RelayClusterStatus struct {
 	// +optional
 	LastCertificateRoots []string `json:"lastCertificateRoots,omitempty"`
 
+	// previousCertificateRoots and previousCertificateNotAfter are those of
+	// the certificate issued before the last one
+	// (previousCertificateSerial). The cluster may still hold that one: an
+	// answer lost on the way never replaced it. A root rotation retires the
+	// old root only once neither certificate, while live, chains to it
+	// alone.
+	// +optional
+	PreviousCertificateRoots []string `json:"previousCertificateRoots,omitempty"`
+	// +optional
+	PreviousCertificateNotAfter *metav1.Time `json:"previousCertificateNotAfter,omitempty"`
+
 	// lastEnrollmentTime is when the last certificate was issued.
 	// +optional
 	LastEnrollmentTime *metav1.Time `json:"lastEnrollmentTime,omitempty"`

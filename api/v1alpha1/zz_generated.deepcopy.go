@@ -196,6 +196,15 @@ func (in *RelayClusterStatus) DeepCopyInto(out *RelayClusterStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.PreviousCertificateRoots != nil {
+		in, out := &in.PreviousCertificateRoots, &out.PreviousCertificateRoots
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.PreviousCertificateNotAfter != nil {
+		in, out := &in.PreviousCertificateNotAfter, &out.PreviousCertificateNotAfter
+		*out = (*in).DeepCopy()
+	}
 	if in.LastEnrollmentTime != nil {
 		in, out := &in.LastEnrollmentTime, &out.LastEnrollmentTime
 		*out = (*in).DeepCopy()

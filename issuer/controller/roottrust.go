@@ -382,12 +382,7 @@ func (r *RootTrust) sync(ctx context.Context, iss relayv1.RelayIssuerObject, ns 
 	// Activated: clients move at their next renewal.
 	var old []string
 	for _, rc := range clusters {
-		s := rc.Status
-		if s.LastCertificateNotAfter == nil || !s.LastCertificateNotAfter.After(r.now()) {
-			continue // no live leaf
-		}
-		// A leaf issued before activation chains to the old root alone.
-		if !slices.Contains(s.LastCertificateRoots, st.NewRoot) {
+		if onOldRoot(rc.Status, st.NewRoot, r.now()) {
 			old = append(old, rc.Name)
 		}
 	}
@@ -403,7 +398,7 @@ func (r *RootTrust) sync(ctx context.Context, iss relayv1.RelayIssuerObject, ns 
 	}
 	if len(old) > 0 {
 		st.WaitingFor = old
-		st.Message = fmt.Sprintf("retire refused: cluster(s) %s still hold a live certificate that chains to the old root (issued before the activation at %s); they move at their next renewal (relayctl register --cluster NAME --secrets-only renews one now), or revoke a cluster that is gone",
+		st.Message = fmt.Sprintf("retire refused: cluster(s) %s may still hold a live certificate that chains to the old root alone (issued before the activation at %s: their last certificate, or the one before it while no later request has shown the last one arrived); they move after two renewals (relayctl register --cluster NAME --secrets-only renews one now), or revoke a cluster that is gone",
 			strings.Join(old, ", "), st.ActivatedAt.UTC().Format(time.RFC3339))
 		return outcome{bundle: bundle, status: st, requeue: true, cond: cond(metav1.ConditionFalse, ReasonRetireBlocked, "root rotation %q: %s", st.Name, st.Message)}, nil
 	}
@@ -888,4 +883,20 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// onOldRoot says whether the cluster may still hold a live certificate that
+// chains to the old root alone, newRoot being the rotation's new root. A
+// leaf issued before activation does. The cluster holds its last
+// certificate, or, when the answer that carried it was lost, the one before
+// it: both count while live, so one renewal after activation is not enough
+// to retire on; the one after it is. A previous certificate recorded before
+// its expiry was (an older relay-issuer) has no expiry here and is not
+// counted.
+func onOldRoot(s relayv1.RelayClusterStatus, newRoot string, now time.Time) bool {
+	live := func(t *metav1.Time) bool { return t != nil && t.After(now) }
+	if live(s.LastCertificateNotAfter) && !slices.Contains(s.LastCertificateRoots, newRoot) {
+		return true
+	}
+	return s.PreviousCertificateSerial != "" && live(s.PreviousCertificateNotAfter) && !slices.Contains(s.PreviousCertificateRoots, newRoot)
 }

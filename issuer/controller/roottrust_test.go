@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	relayv1 "github.com/relaytls/relaytls/api/v1alpha1"
 	"github.com/relaytls/relaytls/test/testpki"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestChainsTo covers what activation checks: a leaf under the root, and
@@ -44,6 +46,42 @@ func TestChainsTo(t *testing.T) {
 	} {
 		if got := chainsTo(tc.chain, root.Cert); got != tc.want {
 			t.Errorf("%s: chainsTo = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestOnOldRoot covers the retire gate for one cluster: its last
+// certificate, and the one before it while live, since the answer that
+// carried the last one may have been lost.
+func TestOnOldRoot(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	live := &metav1.Time{Time: now.Add(time.Hour)}
+	expired := &metav1.Time{Time: now.Add(-time.Second)}
+	const oldRoot, newRoot = "0ld", "new"
+	for _, tc := range []struct {
+		name string
+		s    relayv1.RelayClusterStatus
+		want bool
+	}{
+		{"never enrolled", relayv1.RelayClusterStatus{}, false},
+		{"last under the old root", relayv1.RelayClusterStatus{LastCertificateNotAfter: live, LastCertificateRoots: []string{oldRoot}}, true},
+		{"last under the old root, expired", relayv1.RelayClusterStatus{LastCertificateNotAfter: expired, LastCertificateRoots: []string{oldRoot}}, false},
+		{"first certificate under the new root", relayv1.RelayClusterStatus{LastCertificateNotAfter: live, LastCertificateRoots: []string{newRoot}}, false},
+		{"one renewal after activation: the one before is live under the old root", relayv1.RelayClusterStatus{
+			LastCertificateSerial: "2", LastCertificateNotAfter: live, LastCertificateRoots: []string{newRoot},
+			PreviousCertificateSerial: "1", PreviousCertificateNotAfter: live, PreviousCertificateRoots: []string{oldRoot}}, true},
+		{"the one before expired", relayv1.RelayClusterStatus{
+			LastCertificateSerial: "2", LastCertificateNotAfter: live, LastCertificateRoots: []string{newRoot},
+			PreviousCertificateSerial: "1", PreviousCertificateNotAfter: expired, PreviousCertificateRoots: []string{oldRoot}}, false},
+		{"two renewals after activation", relayv1.RelayClusterStatus{
+			LastCertificateSerial: "3", LastCertificateNotAfter: live, LastCertificateRoots: []string{newRoot},
+			PreviousCertificateSerial: "2", PreviousCertificateNotAfter: live, PreviousCertificateRoots: []string{oldRoot, newRoot}}, false},
+		{"previous recorded by an older relay-issuer (no expiry)", relayv1.RelayClusterStatus{
+			LastCertificateSerial: "2", LastCertificateNotAfter: live, LastCertificateRoots: []string{newRoot},
+			PreviousCertificateSerial: "1"}, false},
+	} {
+		if got := onOldRoot(tc.s, newRoot, now); got != tc.want {
+			t.Errorf("%s: onOldRoot = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

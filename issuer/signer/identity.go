@@ -164,8 +164,10 @@ func chainRoots(leaf *x509.Certificate, ca *CA) []string {
 // root rotation that went ahead on what was merely sent would leave that
 // cluster unable to verify the server. A request without a report (not
 // through the endpoint, or an older remote issuer) records the bundle
-// returned with it. It is best effort: the certificate is issued either
-// way, and a failure is returned for the caller to log.
+// returned with it. The certificate it replaces moves to the previous*
+// fields, with its roots and expiry: until a later request, the cluster may
+// hold either. It is best effort: the certificate is issued either way, and
+// a failure is returned for the caller to log.
 func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf *x509.Certificate, ca *CA, held string) error {
 	rc, err := s.freshCluster(ctx, ns, cluster)
 	if err != nil || rc == nil {
@@ -175,6 +177,8 @@ func (s *Signer) recordEnrollment(ctx context.Context, ns, cluster string, leaf 
 	now := metav1.NewTime(s.now())
 	if serial := leaf.SerialNumber.Text(16); serial != rc.Status.LastCertificateSerial {
 		rc.Status.PreviousCertificateSerial = rc.Status.LastCertificateSerial
+		rc.Status.PreviousCertificateRoots = rc.Status.LastCertificateRoots
+		rc.Status.PreviousCertificateNotAfter = rc.Status.LastCertificateNotAfter
 		rc.Status.LastCertificateSerial = serial
 	}
 	rc.Status.LastCertificateNotAfter = &metav1.Time{Time: leaf.NotAfter}

@@ -113,6 +113,9 @@ type Cluster struct {
 	// was last given; LastCertificateRoots those its certificate chains to.
 	LastTrustBundle      []string `json:"lastTrustBundle,omitempty"`
 	LastCertificateRoots []string `json:"lastCertificateRoots,omitempty"`
+	// PreviousCertificateRoots are those of the certificate before the last
+	// one, which the cluster may still hold (retire waits for both).
+	PreviousCertificateRoots []string `json:"previousCertificateRoots,omitempty"`
 }
 
 // Warning is one thing that needs a look, on the object it concerns
@@ -255,7 +258,8 @@ func (r *Report) gatherClusters(ctx context.Context, c *kube.Conn) error {
 		out := Cluster{Name: rc.Name, TokenGeneration: rc.TokenGeneration(), SingleUseToken: rc.Spec.SingleUseToken, Revoked: rc.Spec.Revoked,
 			Registered: "Unknown", Enrolled: "Unknown",
 			LastCertificateSerial: rc.Status.LastCertificateSerial, LastCertificateNotAfter: rc.Status.LastCertificateNotAfter,
-			LastEnrollmentTime: rc.Status.LastEnrollmentTime, LastTrustBundle: rc.Status.LastTrustBundle, LastCertificateRoots: rc.Status.LastCertificateRoots}
+			LastEnrollmentTime: rc.Status.LastEnrollmentTime, LastTrustBundle: rc.Status.LastTrustBundle, LastCertificateRoots: rc.Status.LastCertificateRoots,
+			PreviousCertificateRoots: rc.Status.PreviousCertificateRoots}
 		obj := "RelayCluster/" + rc.Name
 		if cond := meta.FindStatusCondition(rc.Status.Conditions, relayv1.ClusterConditionRegistered); cond != nil {
 			out.Registered = string(cond.Status)
