@@ -340,7 +340,10 @@ func adjust(obj *unstructured.Unstructured, o Options, endpoint string) error {
 	var err error
 	switch obj.GetKind() + "/" + obj.GetName() {
 	case "ConfigMap/" + modes.ConfigMapName:
-		err = errors.Join(set(o.Cluster, "data", "cluster"), set(endpoint, "data", "endpoint"))
+		err = set(o.Cluster, "data", "cluster")
+		if _, ok, _ := unstructured.NestedString(obj.Object, "data", "endpoint"); ok { // only the modes with a remote issuer have one
+			err = errors.Join(err, set(endpoint, "data", "endpoint"))
+		}
 	case "RelayIssuer/" + modes.RelayIssuerName:
 		err = errors.Join(set(o.Cluster, "spec", "remote", "cluster"), set(endpoint, "spec", "remote", "endpoint"))
 		if o.ServerName != "" {
