@@ -62,13 +62,13 @@ generate-proto: $(PROTO_TOOLS) ## Generate the issuance protocol's Go code (issu
 	PATH="$(BIN):$$PATH" $(BUF) generate
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs and the issuer's RBAC, then the chart's copies, the kustomize profiles and the sidecar docs.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and the issuer's RBAC, then the chart's copies and CRD templates, its values table, the kustomize profiles and the sidecar docs.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=deploy/crds
 	$(CONTROLLER_GEN) rbac:roleName=relay-issuer paths=./issuer/... output:rbac:dir=deploy/rbac
 	cd deploy/render && go run ./cmd/gen
 
 .PHONY: verify-generated
-verify-generated: $(CONTROLLER_GEN) $(PROTO_TOOLS) ## Fail when generated code (deepcopy, protobuf/gRPC), CRDs or RBAC are stale.
+verify-generated: $(CONTROLLER_GEN) $(PROTO_TOOLS) ## Fail when generated code (deepcopy, protobuf/gRPC), CRDs, RBAC or what deploy/render generates from them are stale.
 	@hack/verify-generated.sh $(CONTROLLER_GEN) $(BUF) $(BIN)
 
 .PHONY: kube-binaries

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fails when the committed deepcopy code, CRDs, RBAC or protobuf/gRPC Go code
 # differ from what controller-gen and buf (with the pinned protoc plugins in
-# PLUGIN_DIR) make of the current sources.
+# PLUGIN_DIR) make of the current sources, or when the files deploy/render's
+# generator derives from them (the chart's CRD copies and CRD templates, its
+# RBAC copies, the chart README's values table, the profiles) are stale.
 # Usage: verify-generated.sh CONTROLLER_GEN BUF PLUGIN_DIR
 set -euo pipefail
 gen=$1
@@ -31,6 +33,9 @@ done < <(find "$tmp/proto" -type f -name '*.go' | sort)
 while IFS= read -r f; do
   [[ -f $tmp/proto/$f ]] || { echo "$f: committed but no longer generated"; proto_stale=1; }
 done < <(git ls-files '*.pb.go')
+# The generator reads the committed deploy/crds and deploy/rbac, so it is
+# checked against them; a stale deploy/crds is reported above.
+(cd deploy/render && go run ./cmd/gen -check) || stale=1
 if [ "$stale" = 1 ]; then
   echo "generated files are stale: run 'make generate manifests' and commit the result" >&2
 fi

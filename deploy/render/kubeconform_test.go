@@ -105,6 +105,18 @@ func TestKubeconform(t *testing.T) {
 			for _, e := range validate(t, filepath.Base(f), objs) {
 				t.Error(e)
 			}
+			// The CRD templates (crds.enabled) validate as CRDs too.
+			vals["crds"] = map[string]any{"enabled": true}
+			r, err = render.Chart(render.ChartDir(), render.ChartOptions{Values: vals})
+			if err != nil {
+				t.Fatalf("%s with crds.enabled: %v", filepath.Base(f), err)
+			}
+			if n := len(renderedCRDs(r.Objects)); n == 0 {
+				t.Fatalf("%s with crds.enabled renders no CRD", filepath.Base(f))
+			}
+			for _, e := range validate(t, filepath.Base(f)+" crds.enabled", r.Objects) {
+				t.Error(e)
+			}
 		}
 	})
 

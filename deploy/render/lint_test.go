@@ -14,8 +14,10 @@ import (
 )
 
 // TestHelmLintStrict is `helm lint --strict -f ci/<mode>-<role>-values.yaml`
-// (Helm's own linter, warnings fail) for every mode and role; the ci/ files
-// are the ones chart-testing uses.
+// (Helm's own linter, warnings fail) for every mode and role, each also with
+// crds.enabled (the CRD templates); the ci/ files are the ones
+// chart-testing uses, and keep the default crds.enabled=false because
+// chart-testing installs each on a fresh cluster without --take-ownership.
 func TestHelmLintStrict(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(render.ChartDir(), "ci", "*-values.yaml"))
 	if err != nil {
@@ -34,10 +36,16 @@ func TestHelmLintStrict(t *testing.T) {
 			if err := yaml.Unmarshal(b, &values); err != nil {
 				t.Fatal(err)
 			}
-			res := lint.RunAll(render.ChartDir(), values, "relaytls-system")
-			for _, m := range res.Messages {
-				if m.Severity >= support.WarningSev {
-					t.Errorf("%s", m.Error())
+			if _, ok := values["crds"]; ok {
+				t.Fatalf("%s sets crds; chart-testing installs it on a fresh cluster, where only the default works", filepath.Base(f))
+			}
+			for _, crds := range []bool{false, true} {
+				v := withValues(values, map[string]any{"crds": map[string]any{"enabled": crds}})
+				res := lint.RunAll(render.ChartDir(), v, "relaytls-system")
+				for _, m := range res.Messages {
+					if m.Severity >= support.WarningSev {
+						t.Errorf("crds.enabled=%v: %s", crds, m.Error())
+					}
 				}
 			}
 		})

@@ -61,6 +61,19 @@ relaytls.io/mode: {{ .Values.mode }}
 relaytls.io/role: {{ .Values.role }}
 {{- end }}
 
+{{/*
+crdLabels: the CRDs are shared by the whole cluster, so they carry no mode
+or role.
+*/}}
+{{- define "relaytls.crdLabels" -}}
+app.kubernetes.io/name: relaytls
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: crds
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
 {{- define "relaytls.selectorLabels" -}}
 app.kubernetes.io/name: relay-issuer
 app.kubernetes.io/instance: {{ .Release.Name }}
